@@ -1,0 +1,3 @@
+from photon_index.cli import main
+
+main()

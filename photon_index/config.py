@@ -1,0 +1,165 @@
+"""Settings: the shipped defaults, the user's file, environment variables and flags,
+merged in that order of precedence, plus the folders photon keeps its data in."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from photon_index.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+APP = "photon"
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    name: str
+    device: str
+    threads: int
+    endpoint: str
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    workers: int
+    batch_size: int
+    max_pixels: int
+    image_timeout: float
+    commit_interval: float
+    prune: bool
+    include_hidden: bool
+    exclude: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    limit: int
+    ann_threshold: int
+    rows_per_partition: int
+    refine_factor: int
+    nprobes: int
+
+
+@dataclass(frozen=True)
+class DedupeSettings:
+    phash_distance: int
+    similar_cosine: float
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where photon reads and writes; every folder is created on first use."""
+
+    config_file: Path
+    db: Path
+    models: Path
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Paths:
+        home = env.get("PHOTON_HOME")
+        if home:
+            root = Path(home).expanduser()
+            return cls(root / "config.toml", root / "db", root / "models")
+        return cls(
+            Path(platformdirs.user_config_dir(APP)) / "config.toml",
+            Path(platformdirs.user_data_dir(APP)) / "db",
+            Path(platformdirs.user_cache_dir(APP)) / "models",
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: ModelSettings
+    index: IndexSettings
+    search: SearchSettings
+    dedupe: DedupeSettings
+    paths: Paths
+
+    @classmethod
+    def load(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Defaults < user config file < PHOTON_<SECTION>_<KEY> environment variables."""
+        env = os.environ if env is None else env
+        paths = Paths.from_env(env)
+        merged = _read_toml(resources.files("photon_index") / "configs" / "default.toml")
+        if paths.config_file.is_file():
+            _merge(merged, _read_toml(paths.config_file), str(paths.config_file))
+        _merge(merged, _from_env(merged, env), "the environment")
+        built = {name: _build(kind, merged[name], name) for name, kind in _SECTIONS.items()}
+        return cls(paths=paths, **built)
+
+    def with_overrides(self, section: str, **values: Any) -> Settings:
+        """Apply command-line flags; a value of None means the flag was not given."""
+        given = {k: v for k, v in values.items() if v is not None}
+        return replace(self, **{section: replace(getattr(self, section), **given)})
+
+
+_SECTIONS: dict[str, type] = {
+    "model": ModelSettings,
+    "index": IndexSettings,
+    "search": SearchSettings,
+    "dedupe": DedupeSettings,
+}
+
+
+def _read_toml(source: Any) -> dict[str, Any]:
+    try:
+        return tomllib.loads(source.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"cannot read config file {source}: {e}") from e
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any], origin: str) -> None:
+    for section, values in extra.items():
+        if section not in base or not isinstance(values, dict):
+            raise ConfigError(f"unknown config section [{section}] in {origin}")
+        for key, value in values.items():
+            if key not in base[section]:
+                raise ConfigError(f"unknown config key {section}.{key} in {origin}")
+            base[section][key] = value
+
+
+def _from_env(defaults: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for section, values in defaults.items():
+        for key, default in values.items():
+            name = f"PHOTON_{section}_{key}".upper()
+            if name in env:
+                out.setdefault(section, {})[key] = _parse(env[name], default, name)
+    return out
+
+
+def _parse(text: str, like: Any, name: str) -> Any:
+    """Read an environment string as the type of the default it replaces."""
+    try:
+        if isinstance(like, bool):
+            if text.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(text)
+            return text.lower() in ("1", "true", "yes")
+        if isinstance(like, list):
+            return [part for part in text.split(",") if part]
+        return type(like)(text)
+    except ValueError:
+        raise ConfigError(f"{name}={text!r} is not a valid {type(like).__name__}") from None
+
+
+def _build(cls: type, values: dict[str, Any], section: str) -> Any:
+    kwargs = {}
+    for f in fields(cls):
+        value = values[f.name]
+        expected = {"int": int, "float": (int, float), "bool": bool, "str": str}.get(str(f.type))
+        if expected and (not isinstance(value, expected) or (f.type != "bool" and value is True)):
+            raise ConfigError(f"config key {section}.{f.name} must be a {f.type}, got {value!r}")
+        kwargs[f.name] = float(value) if f.type == "float" else value
+    return cls(**kwargs)

@@ -1,0 +1,11 @@
+"""Embedding: pictures and texts to vectors with the SigLIP towers."""
+
+from photon_index.embed.encoder import (
+    DEVICES,
+    ImageEncoder,
+    TextEncoder,
+    normalize,
+    text_image_probability,
+)
+
+__all__ = ["DEVICES", "ImageEncoder", "TextEncoder", "normalize", "text_image_probability"]

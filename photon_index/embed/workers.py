@@ -1,0 +1,232 @@
+"""The multiprocessing embedding stage: worker processes that each load the vision tower
+once and turn batches of paths into decoded, hashed, embedded images.
+
+A picture that hangs or crashes its worker must not stall a 200,000-photo run, so each
+batch has a deadline; a worker past it (or dead) is replaced, and its batch is retried
+one image at a time so only the guilty image becomes a failure."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+
+import numpy as np
+
+from photon_index.decode import ImageInfo, decode, read_bytes
+from photon_index.embed.encoder import ImageEncoder
+from photon_index.errors import ModelError, PhotonError
+from photon_index.hashing import phash
+from photon_index.models import ModelFiles
+
+_POLL_SECONDS = 0.2
+_LATE = "took longer than index.image_timeout to decode and embed; its worker was replaced"
+_CRASHED = "crashed its embedding worker, which was replaced"
+
+
+@dataclass(frozen=True)
+class Embedded:
+    path: str
+    info: ImageInfo
+    phash: bytes
+    embedding: np.ndarray
+
+
+@dataclass(frozen=True)
+class Failed:
+    path: str
+    error: str
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    model: ModelFiles
+    device: str
+    threads: int
+    max_pixels: int
+
+
+@dataclass
+class _Job:
+    id: int
+    paths: list[str]
+    started: float = 0.0
+
+
+@dataclass
+class _Worker:
+    process: BaseProcess
+    inbox: mp.Queue
+    jobs: deque[_Job] = field(default_factory=deque)
+
+
+class EmbedPool:
+    """Submit batches of paths; collect Embedded/Failed results as they finish."""
+
+    def __init__(self, config: WorkerConfig, *, workers: int, timeout: float) -> None:
+        self._ctx = mp.get_context("spawn")  # fork would copy ONNX Runtime's thread pools
+        self._config = config
+        self._timeout = timeout
+        self._outbox: mp.Queue = self._ctx.Queue()
+        self._workers = [self._start() for _ in range(workers)]
+        self._next_id = 0
+        self.device = self._wait_ready(len(self._workers))
+
+    def __enter__(self) -> EmbedPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(w.jobs) for w in self._workers)
+
+    @property
+    def capacity(self) -> int:
+        """Jobs that may wait: two per worker keeps each busy without unbounded queues."""
+        return 2 * len(self._workers)
+
+    def submit(self, paths: list[str]) -> None:
+        self._next_id += 1
+        self._assign(_Job(self._next_id, paths))
+
+    def results(self, wait: bool) -> Iterator[Embedded | Failed]:
+        """Results of finished jobs; with wait, block until some progress is made."""
+        while True:
+            try:
+                message = self._outbox.get(timeout=_POLL_SECONDS if wait else 0.001)
+            except queue.Empty:
+                reaped = list(self._reap())
+                yield from reaped
+                if not wait or reaped or not self.in_flight:
+                    return
+                continue
+            kind, pid, job_id, payload = message
+            if kind == "error":
+                raise ModelError(payload)
+            if kind == "done":
+                self._finish(pid, job_id)
+                yield from payload
+                wait = False  # now take whatever else is ready, without blocking
+
+    def drain(self) -> Iterator[Embedded | Failed]:
+        while self.in_flight:
+            yield from self.results(wait=True)
+
+    def close(self) -> None:
+        for worker in self._workers:
+            worker.inbox.put(None)
+        for worker in self._workers:
+            worker.process.join(timeout=5)
+            if worker.process.is_alive():
+                worker.process.kill()
+
+    def _start(self) -> _Worker:
+        inbox = self._ctx.Queue()
+        process = self._ctx.Process(
+            target=_worker_main, args=(self._config, inbox, self._outbox), daemon=True
+        )
+        process.start()
+        return _Worker(process, inbox)
+
+    def _wait_ready(self, count: int) -> str:
+        """Block until the first workers have loaded the model; the device they run on."""
+        device = "cpu"
+        while count:
+            try:
+                kind, _pid, _job, payload = self._outbox.get(timeout=_POLL_SECONDS)
+            except queue.Empty:
+                if any(not w.process.is_alive() for w in self._workers):
+                    self.close()
+                    raise ModelError("an embedding worker exited while loading the model") from None
+                continue
+            if kind == "error":
+                self.close()
+                raise ModelError(payload)
+            device, count = payload, count - 1
+        return device
+
+    def _assign(self, job: _Job) -> None:
+        worker = min(self._workers, key=lambda w: len(w.jobs))
+        if not worker.jobs:
+            job.started = time.monotonic()
+        worker.jobs.append(job)
+        worker.inbox.put((job.id, job.paths))
+
+    def _finish(self, pid: int, job_id: int) -> None:
+        for worker in self._workers:
+            if worker.process.pid == pid and worker.jobs and worker.jobs[0].id == job_id:
+                worker.jobs.popleft()
+                if worker.jobs:
+                    worker.jobs[0].started = time.monotonic()
+                return
+
+    def _reap(self) -> Iterator[Failed]:
+        """Replace workers that died or overran their current job's deadline."""
+        now = time.monotonic()
+        for index, worker in enumerate(self._workers):
+            current = worker.jobs[0] if worker.jobs else None
+            dead = not worker.process.is_alive()
+            budget = self._timeout * len(current.paths) if current else 0.0
+            late = current is not None and now - current.started > budget
+            if not (dead or late):
+                continue
+            worker.process.kill()
+            worker.process.join()
+            self._workers[index] = self._start()  # its "ready" is read and ignored later
+            if current is None:
+                continue
+            if len(current.paths) == 1:
+                yield Failed(current.paths[0], _LATE if late else _CRASHED)
+            else:  # find the guilty image by retrying one at a time
+                for path in current.paths:
+                    self.submit([path])
+            for job in list(worker.jobs)[1:]:
+                self._assign(job)
+
+
+def _worker_main(config: WorkerConfig, inbox: mp.Queue, outbox: mp.Queue) -> None:
+    pid = mp.current_process().pid
+    try:
+        encoder = ImageEncoder(config.model, device=config.device, threads=config.threads)
+    except PhotonError as e:
+        outbox.put(("error", pid, 0, str(e)))
+        return
+    outbox.put(("ready", pid, 0, encoder.device))
+    parent = mp.parent_process()
+    while True:
+        try:
+            job = inbox.get(timeout=1.0)
+        except queue.Empty:
+            if parent is not None and not parent.is_alive():
+                return  # the indexer was killed; don't linger as an orphan
+            continue
+        if job is None:
+            return
+        job_id, paths = job
+        outbox.put(("done", pid, job_id, embed_paths(encoder, paths, config.max_pixels)))
+
+
+def embed_paths(
+    encoder: ImageEncoder, paths: list[str], max_pixels: int
+) -> list[Embedded | Failed]:
+    """Decode, hash and embed a batch; a bad file becomes a Failed, never an exception."""
+    size = (encoder.preprocess.width, encoder.preprocess.height)
+    decoded, results = [], []
+    for path in paths:
+        try:
+            image = decode(read_bytes(Path(path)), max_pixels=max_pixels, draft=size)
+            decoded.append((path, image, phash(image.image)))
+        except PhotonError as e:
+            results.append(Failed(path, str(e)))
+    if decoded:
+        vectors = encoder.encode([d.image for _, d, _ in decoded])
+        for (path, d, perceptual), vector in zip(decoded, vectors, strict=True):
+            results.append(Embedded(path, d.info, perceptual, vector))
+    return results

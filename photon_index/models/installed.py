@@ -1,0 +1,153 @@
+"""Models on disk: a folder of model files plus the photon.json manifest that records
+their checksums and scoring constants, verified before a file is loaded."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from photon_index.errors import ChecksumError, ModelError
+from photon_index.models.registry import BUNDLED_DIR, DEFAULT_TEXT, DEFAULT_VISION, ModelSpec
+
+MANIFEST = "photon.json"
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """A model folder that passed its checks; what the encoders are built from."""
+
+    name: str
+    dir: Path
+    vision_file: str
+    text_file: str
+    logit_scale: float
+    logit_bias: float
+    checksums: dict[str, str]
+
+    @property
+    def vision(self) -> Path:
+        return self.verified(self.vision_file)
+
+    @property
+    def text(self) -> Path:
+        return self.verified(self.text_file)
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.verified("tokenizer.json")
+
+    @property
+    def preprocessor(self) -> Path:
+        return self.verified("preprocessor_config.json")
+
+    @property
+    def config(self) -> Path:
+        return self.verified("config.json")
+
+    def verified(self, relative: str) -> Path:
+        """The file's path once its bytes match the manifest's sha256.
+
+        Hashing a 400 MB model on every search would cost a second, so a file whose
+        size and mtime equal those seen at its last successful check is trusted."""
+        path = self.dir / relative
+        if not path.is_file():
+            raise ModelError(
+                f"model {self.name} is missing {relative}: run `photon models download {self.name}`"
+            )
+        expected = self.checksums.get(relative)
+        if not expected:
+            raise ModelError(f"model {self.name}: {MANIFEST} has no checksum for {relative}")
+        stamp = _stamp(path)
+        seen = _read_manifest(self.dir).get("verified", {})
+        if seen.get(relative) == stamp:
+            return path
+        actual = sha256_file(path)
+        if actual != expected:
+            raise ChecksumError(
+                f"{path} is corrupt (sha256 {actual[:12]}…, expected {expected[:12]}…): "
+                f"delete it and run `photon models download {self.name}`"
+            )
+        _remember_verified(self.dir, relative, stamp)
+        return path
+
+
+def model_dir(spec: ModelSpec, models_root: Path) -> Path:
+    return BUNDLED_DIR / spec.name if spec.bundled else models_root / spec.name
+
+
+def read_model_dir(folder: Path) -> ModelFiles:
+    meta = _read_manifest(folder)
+    if not meta:
+        raise ModelError(
+            f"{folder} has no {MANIFEST}: copy a whole folder made by `photon models download`, "
+            "or put the files in `photon models path NAME` and run `photon models download NAME`"
+        )
+    try:
+        return ModelFiles(
+            name=meta["name"],
+            dir=folder,
+            vision_file=meta.get("vision", DEFAULT_VISION),
+            text_file=meta.get("text", DEFAULT_TEXT),
+            logit_scale=float(meta["logit_scale"]),
+            logit_bias=float(meta["logit_bias"]),
+            checksums=dict(meta["files"]),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelError(
+            f"{folder / MANIFEST} is incomplete ({e}): download the model again"
+        ) from e
+
+
+def write_manifest(folder: Path, spec: ModelSpec, checksums: dict[str, str]) -> None:
+    meta = {k: v for k, v in asdict(spec).items() if k != "files"}
+    meta["files"] = checksums
+    _write_json(folder / MANIFEST, meta)
+
+
+def recorded_checksums(folder: Path) -> dict[str, str]:
+    """Checksums recorded by an earlier download, for files the registry has none for."""
+    return dict(_read_manifest(folder).get("files", {}))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def folder_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _read_manifest(folder: Path) -> dict:
+    try:
+        return json.loads((folder / MANIFEST).read_text("utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot read {folder / MANIFEST} ({e}): download the model again") from e
+
+
+def _remember_verified(folder: Path, relative: str, stamp: list[int]) -> None:
+    meta = _read_manifest(folder)
+    meta.setdefault("verified", {})[relative] = stamp
+    # A read-only install (the bundled model in site-packages) is simply re-hashed next time.
+    with contextlib.suppress(OSError):
+        _write_json(folder / MANIFEST, meta)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", "utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,51 @@
+"""Shared fixtures. Every test runs with PHOTON_HOME in a temp dir, no photon
+environment from the developer's shell, and model downloads switched off."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from photon_index.config import Settings
+from photon_index.models import ModelFiles, load_model
+
+TINY = "siglip-tiny-shapes"
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in list(os.environ):
+        if name.startswith(("PHOTON_", "HF_")):
+            monkeypatch.delenv(name)
+    home = tmp_path_factory.mktemp("photon-home")
+    monkeypatch.setenv("PHOTON_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> ModelFiles:
+    return load_model(TINY, Path("/nonexistent"), endpoint="http://127.0.0.1:9", download=False)
+
+
+@pytest.fixture
+def settings(isolated: Path) -> Settings:
+    return Settings.load()
+
+
+def run_photon(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a child process, as a user would run it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "photon_index", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"photon {args} failed ({result.returncode}):\n{result.stderr}")
+    return result
