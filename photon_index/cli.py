@@ -103,6 +103,143 @@ def index(
 
 
 @app.command()
+def search(
+    query: Annotated[
+        str | None, typer.Argument(help="Text, or the path of a picture, to search for.")
+    ] = None,
+    image: Annotated[Path | None, typer.Option("--image", help="Search by this picture.")] = None,
+    add: Annotated[
+        list[str] | None, typer.Option("--add", help="Add a text or picture (WEIGHT:TERM).")
+    ] = None,
+    sub: Annotated[
+        list[str] | None, typer.Option("--sub", help="Subtract a text or picture (WEIGHT:TERM).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("-k", "--limit", min=1, help="Results.")] = None,
+    under: Annotated[Path | None, typer.Option("--in", help="Only pictures under DIR.")] = None,
+    after: Annotated[
+        datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Taken on or after DATE.")
+    ] = None,
+    before: Annotated[
+        datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Taken before DATE.")
+    ] = None,
+    where: Annotated[str | None, typer.Option(help="SQL filter on the table's columns.")] = None,
+    db: DbOption = None,
+    device: DeviceOption = None,
+    as_json: JsonOption = False,
+    paths: Annotated[bool, typer.Option("--paths", help="Print only paths, one a line.")] = False,
+) -> None:
+    """Find pictures by text ("dog on beach"), by picture (--image cat.jpg), or both."""
+    from photon_index.index import Index
+    from photon_index.query.search import Filters
+
+    if image is not None:
+        if query is not None:
+            add = [query, *(add or [])]
+        query = str(image)
+    filters = Filters(
+        under=under,
+        after=after.date() if after else None,
+        before=before.date() if before else None,
+        where=where,
+    )
+    results = Index(db, settings=_settings(device)).search(
+        query, add=add or [], sub=sub or [], limit=limit, filters=filters
+    )
+    if as_json:
+        typer.echo(
+            _json([{**dataclasses.asdict(h), "score_kind": results.score} for h in results.hits])
+        )
+    elif paths:
+        for hit in results.hits:
+            typer.echo(hit.path)
+    elif not results.hits:
+        typer.echo("no matches", err=True)
+    else:
+        label = "match" if results.score == "probability" else "cosine"
+        typer.echo(f"{'#':>3}  {label:>7}  {'date':10}  path")
+        for hit in results.hits:
+            day = hit.taken_at.date().isoformat() if hit.taken_at else "-"
+            typer.echo(f"{hit.rank:>3}  {hit.score:7.4f}  {day:10}  {hit.path}")
+
+
+@app.command()
+def dedupe(
+    db: DbOption = None,
+    similar: Annotated[
+        bool, typer.Option("--similar", help="Also group pictures of the same scene.")
+    ] = False,
+    distance: Annotated[
+        int | None, typer.Option(min=0, max=64, help="Largest pHash distance of near copies.")
+    ] = None,
+    cosine: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Smallest cosine for --similar.")
+    ] = None,
+    move_to: Annotated[
+        Path | None, typer.Option(help="Move the copies here, keeping their relative paths.")
+    ] = None,
+    delete: Annotated[bool, typer.Option(help="Delete the copies (needs --yes).")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm --delete.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Find exact copies, near copies and (--similar) the same scene; report, move or delete."""
+    from photon_index.errors import UsageError
+    from photon_index.index import Index
+
+    if delete and not yes:
+        raise UsageError("--delete removes files for good: add --yes to confirm")
+    if delete and move_to:
+        raise UsageError("choose one of --move-to and --delete")
+    index = Index(db, settings=_settings())
+    groups = index.dedupe(similar=similar, phash_distance=distance, similar_cosine=cosine)
+    action = None
+    if move_to:
+        action = index.move_duplicates(groups, move_to)
+    elif delete:
+        action = index.delete_duplicates(groups)
+    if as_json:
+        done = dataclasses.asdict(action) if action else {"moved": [], "deleted": [], "failed": []}
+        typer.echo(_json({"groups": groups, **done}))
+        return
+    for group in groups:
+        typer.echo(f"[{group.tier}] keep {group.keep}  ({group.reason})")
+        for path in group.duplicates:
+            typer.echo(f"    {path}")
+    copies = sum(len(g.duplicates) for g in groups)
+    typer.echo(f"{len(groups)} groups, {copies} copies")
+    if action:
+        for path, error in action.failed:
+            typer.echo(f"failed: {path}: {error}", err=True)
+        typer.echo(
+            f"{len(action.moved)} moved, {len(action.deleted)} deleted, {len(action.failed)} failed"
+        )
+
+
+@app.command()
+def demo(
+    folder: Annotated[
+        Path | None, typer.Option("--dir", help="Where to put the demo (default: a new temp dir).")
+    ] = None,
+) -> None:
+    """Draw pictures, index, search and dedupe them with the bundled tiny model, offline."""
+    import tempfile
+
+    from photon_index.demo import run_demo
+
+    workdir = folder or Path(tempfile.mkdtemp(prefix="photon-demo-"))
+    for line in run_demo(workdir, _settings()):
+        typer.echo(line)
+
+
+@app.command()
+def optimize(db: DbOption = None) -> None:
+    """Compact the index and rebuild its ANN index (after large changes)."""
+    from photon_index.index import Index
+
+    Index(db, settings=_settings()).optimize()
+    typer.echo("optimized")
+
+
+@app.command()
 def info(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Show the index: where it is, its model, rows, size and version."""
     from photon_index.index import Index

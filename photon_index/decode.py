@@ -71,9 +71,7 @@ def read_bytes(path: Path) -> bytes:
         raise ImageError(f"cannot read file: {e.strerror or e}") from e
 
 
-def open_image(
-    path: Path, *, max_pixels: int, draft: tuple[int, int] | None = None
-) -> Decoded:
+def open_image(path: Path, *, max_pixels: int, draft: tuple[int, int] | None = None) -> Decoded:
     return decode(read_bytes(path), max_pixels=max_pixels, draft=draft)
 
 
@@ -86,32 +84,24 @@ def decode(data: bytes, *, max_pixels: int, draft: tuple[int, int] | None = None
     if not data:
         raise ImageError("file is empty")
     im = _open(data)
-    width, height = im.size
-    if width * height > max_pixels:
-        raise ImageError(
-            f"image is {width}×{height} = {width * height:,} pixels, "
-            f"above the limit of {max_pixels:,} (index.max_pixels)"
-        )
+    full_size = im.size  # before draft() shrinks it
+    _check_pixels(full_size, max_pixels)
     _load(im, draft)
     tags = _read_exif(im)
     orientation = _orientation(tags)
-    if orientation in (5, 6, 7, 8):
-        width, height = height, width
     image = _to_rgb(im)
     if orientation in _UPRIGHT:
         image = image.transpose(_UPRIGHT[orientation])
-    latitude, longitude = _position(tags.gps)
-    info = ImageInfo(
-        format=im.format or "unknown",
-        width=width,
-        height=height,
-        taken_at=_taken_at(tags.exif),
-        camera=_camera(tags.base),
-        latitude=latitude,
-        longitude=longitude,
-        orientation=orientation,
-    )
-    return Decoded(image, info)
+    return Decoded(image, _info(im.format or "unknown", full_size, orientation, tags))
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise ImageError(
+            f"image is {width}×{height} = {width * height:,} pixels, "  # noqa: RUF001
+            f"above the limit of {max_pixels:,} (index.max_pixels)"
+        )
 
 
 def _open(data: bytes) -> ImageFile.ImageFile:
@@ -128,7 +118,7 @@ def _load(im: ImageFile.ImageFile, draft: tuple[int, int] | None) -> None:
     if draft:
         # Square, so the picture covers draft whichever way its orientation turns it.
         side = max(draft)
-        im.draft("RGB", (side, side))  # a no-op for formats other than JPEG
+        im.draft("RGB", (side, side))  # only JPEG implements it; a no-op for the rest
     try:
         im.load()
     except Exception as e:  # Pillow's decoders raise many types on damaged data
@@ -149,10 +139,10 @@ def _register_heif() -> bool:
 def _unidentified_reason(data: bytes) -> str:
     if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS and not _register_heif():
         return "HEIC support needs: pip install 'photon-index[heif]'"
+    # Every format plugin has a test for its signature, given the file's first 16 bytes.
+    # When one recognises the file but could not parse it, it is a damaged image.
     prefix = data[:16]
-    # Every format plugin has a test for its file signature. When one recognises the
-    # file but could not parse it, the file is a damaged image, not some other kind.
-    if any(accept and accept(prefix) for _, accept in Image.OPEN.values()):
+    if len(prefix) == 16 and any(accept and accept(prefix) for _, accept in Image.OPEN.values()):
         return "image data is truncated or corrupt: its header could not be parsed"
     return "not an image Pillow can read"
 
@@ -162,12 +152,13 @@ def _one_line(error: Exception) -> str:
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
-    """A new RGB image; transparent areas become white, as a viewer shows them."""
+    """The picture in RGB; transparent areas become white, as a viewer shows them."""
     if im.mode == "I" or im.mode.startswith("I;16"):
         # Pillow's conversion to 8 bits clips at 255, turning most 16-bit pictures white.
         im = Image.fromarray((np.clip(np.asarray(im), 0, 65535) >> 8).astype(np.uint8))
     if not im.has_transparency_data:
-        return im.convert("RGB")
+        # convert() copies even to the same mode: 25 ms for a 12 Mpx photo.
+        return im if im.mode == "RGB" else im.convert("RGB")
     rgba = im.convert("RGBA")
     rgb = Image.new("RGB", im.size, _WHITE)
     rgb.paste(rgba, mask=rgba.getchannel("A"))
@@ -182,6 +173,23 @@ def _read_exif(im: Image.Image) -> _Exif:
         return _Exif(dict(exif), dict(exif.get_ifd(IFD.Exif)), dict(exif.get_ifd(IFD.GPSInfo)))
     except Exception:
         return _Exif({}, {}, {})
+
+
+def _info(fmt: str, size: tuple[int, int], orientation: int | None, tags: _Exif) -> ImageInfo:
+    width, height = size
+    if orientation in (5, 6, 7, 8):  # turned a quarter: the stored width is the height
+        width, height = height, width
+    latitude, longitude = _position(tags.gps)
+    return ImageInfo(
+        format=fmt,
+        width=width,
+        height=height,
+        taken_at=_taken_at(tags.exif),
+        camera=_camera(tags.base),
+        latitude=latitude,
+        longitude=longitude,
+        orientation=orientation,
+    )
 
 
 def _orientation(tags: _Exif) -> int | None:

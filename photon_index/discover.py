@@ -51,15 +51,21 @@ def discover(
 ) -> Iterator[FoundFile | WalkError]:
     """Image files under roots, depth first in name order; problems come as WalkError.
 
-    Checks the roots at once, not on first iteration: UsageError for a missing one.
+    The roots are checked at once, not on first iteration: UsageError for a bad one.
     """
     absolute = [Path(os.path.abspath(root)) for root in roots]
-    for root in absolute:
-        if not root.exists():
-            raise UsageError(f"{display(root)} does not exist; check the path")
-        if not _is_utf8(str(root)):
-            raise UsageError(f"{display(root)} is not valid UTF-8; rename it to index it")
-    return _Walk(exclude, include_hidden).roots(absolute)
+    return _Walk(exclude, include_hidden).roots([(root, _stat_root(root)) for root in absolute])
+
+
+def _stat_root(root: Path) -> os.stat_result:
+    if not _is_utf8(str(root)):
+        raise UsageError(f"{display(root)} is not valid UTF-8; rename it to index it")
+    try:
+        return root.stat()
+    except FileNotFoundError:
+        raise UsageError(f"{display(root)} does not exist; check the path") from None
+    except OSError as e:
+        raise UsageError(f"cannot read {display(root)}: {e.strerror or e}") from None
 
 
 class _Walk:
@@ -71,9 +77,8 @@ class _Walk:
         self.seen_dirs: set[tuple[int, int]] = set()
         self.seen_files: set[tuple[int, int]] = set()
 
-    def roots(self, roots: list[Path]) -> Iterator[FoundFile | WalkError]:
-        for root in roots:
-            st = root.stat()
+    def roots(self, roots: list[tuple[Path, os.stat_result]]) -> Iterator[FoundFile | WalkError]:
+        for root, st in roots:
             if stat.S_ISDIR(st.st_mode):
                 yield from self._tree(root, st)
             elif stat.S_ISREG(st.st_mode) and _is_image(root.name):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from photon_index.config import Settings
 from photon_index.errors import UsageError
@@ -13,6 +14,10 @@ from photon_index.models import ModelFiles, load_model
 from photon_index.models.download import resolve_endpoint
 from photon_index.models.installed import folder_size
 from photon_index.store.table import ImageTable
+
+if TYPE_CHECKING:
+    from photon_index.query.dedupe import ActionReport, DuplicateGroup
+    from photon_index.query.search import Filters, SearchResults
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,69 @@ class Index:
         if table is None:
             dim = _vision_dim(loaded)
             table = ImageTable.create(self.db_path, dim, loaded.name, model or loaded.name)
-        return Ingest(table, loaded, self.settings, progress=progress).run(paths)
+        report = Ingest(table, loaded, self.settings, progress=progress).run(paths)
+        if table.vector_index() is None and table.count() >= self.settings.search.ann_threshold:
+            table.build_vector_index(self.settings.search.rows_per_partition)
+        return report
+
+    def search(
+        self,
+        query: str | None = None,
+        *,
+        add: Sequence[str] = (),
+        sub: Sequence[str] = (),
+        limit: int | None = None,
+        filters: Filters | None = None,
+    ) -> SearchResults:
+        """Best matches for a text or picture query (see photon_index.query.search)."""
+        from photon_index.query.search import Filters, Searcher, parse_terms
+
+        terms = parse_terms(query, add, sub)
+        table = self._existing_table()
+        searcher = Searcher(table, self.load_model(table.model_ref), self.settings)
+        return searcher.search(terms, filters or Filters(), limit or self.settings.search.limit)
+
+    def dedupe(
+        self,
+        *,
+        similar: bool = False,
+        phash_distance: int | None = None,
+        similar_cosine: float | None = None,
+    ) -> list[DuplicateGroup]:
+        """Groups of exact copies, near copies (pHash) and, with similar, the same scene."""
+        from photon_index.query.dedupe import find_duplicates
+
+        defaults = self.settings.dedupe
+        return find_duplicates(
+            self._existing_table(),
+            phash_distance=defaults.phash_distance if phash_distance is None else phash_distance,
+            similar_cosine=(similar_cosine or defaults.similar_cosine) if similar else None,
+        )
+
+    def move_duplicates(self, groups: list[DuplicateGroup], destination: Path) -> ActionReport:
+        """Move every non-keeper under destination, keeping relative paths."""
+        from photon_index.query.dedupe import move_duplicates
+
+        return move_duplicates(groups, self._existing_table(), destination)
+
+    def delete_duplicates(self, groups: list[DuplicateGroup]) -> ActionReport:
+        """Delete every non-keeper from disk and from the index."""
+        from photon_index.query.dedupe import delete_duplicates
+
+        return delete_duplicates(groups, self._existing_table())
+
+    def optimize(self) -> None:
+        """Compact the table and retrain the ANN index once the table is large enough."""
+        table = self._existing_table()
+        table.optimize()
+        if table.count() >= self.settings.search.ann_threshold:
+            table.build_vector_index(self.settings.search.rows_per_partition)
+
+    def _existing_table(self) -> ImageTable:
+        table = self.table()
+        if table is None:
+            raise UsageError(f"no index at {self.db_path} yet: run `photon index FOLDER` first")
+        return table
 
     def info(self) -> IndexInfo:
         table = self.table()

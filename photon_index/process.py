@@ -3,6 +3,7 @@ want photon's numbers for a single file without an index."""
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,7 +49,7 @@ def process_image(
     clock.lap("embed")
     info = decoded.info
     return ProcessedImage(
-        path=str(path.resolve()),
+        path=os.path.abspath(path),
         format=info.format,
         width=info.width,
         height=info.height,

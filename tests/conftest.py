@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from photon_index.config import Settings
 from photon_index.models import ModelFiles, load_model
 
-TINY = "siglip-tiny-shapes"
+TINY = os.environ.get("PHOTON_DEV_TINY", "siglip-tiny-shapes")  # DEV
 
 
 @pytest.fixture(autouse=True)
@@ -35,6 +36,16 @@ def tiny_model() -> ModelFiles:
 @pytest.fixture
 def settings(isolated: Path) -> Settings:
     return Settings.load()
+
+
+REAL_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
+
+
+def real_photo(name: str) -> Image.Image:
+    """A real photograph shipped inside scikit-image (public domain or CC0)."""
+    import skimage.data
+
+    return Image.fromarray(getattr(skimage.data, name)())
 
 
 def run_photon(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:

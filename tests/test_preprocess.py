@@ -8,6 +8,7 @@ import random
 
 import numpy as np
 import pytest
+from conftest import REAL_PHOTOS, real_photo
 from PIL import Image
 
 from photon_index.decode import decode
@@ -28,9 +29,10 @@ SIGLIP_CONFIG = {
 }
 
 
-def reference_processor():  # noqa: ANN201 - transformers' own class, whichever backend exists
-    cls = getattr(transformers, "SiglipImageProcessorPil", None) or transformers.SiglipImageProcessor
-    return cls(**SIGLIP_CONFIG)
+def reference_processor() -> object:
+    """transformers' PIL-backed SigLIP processor (v5 name first, then the v4 one)."""
+    cls = getattr(transformers, "SiglipImageProcessorPil", None)
+    return (cls or transformers.SiglipImageProcessor)(**SIGLIP_CONFIG)
 
 
 def photo_like(width: int, height: int, seed: int) -> Image.Image:
@@ -42,11 +44,11 @@ def photo_like(width: int, height: int, seed: int) -> Image.Image:
 
 
 def odd_images() -> dict[str, Image.Image]:
-    photo = photo_like(640, 480, 1)
+    photo = real_photo("coffee")
     rgba = photo.convert("RGBA")
     rgba.putalpha(128)
     return {
-        "photo": photo,
+        **{name: real_photo(name) for name in REAL_PHOTOS},
         "portrait": photo_like(300, 500, 2),
         "tiny 1x1": Image.new("RGB", (1, 1), (200, 10, 30)),
         "panorama": photo_like(2000, 90, 3),
@@ -74,7 +76,7 @@ def test_full_decode_matches_transformers(name: str, tmp_path) -> None:
 def test_draft_decode_stays_close_to_full_decode(tmp_path) -> None:
     """JPEG draft mode decodes at 1/2..1/8 scale: much faster, slightly different pixels.
     The difference is measured and bounded here; see README for the figures."""
-    photo = photo_like(4000, 3000, 4)
+    photo = real_photo("astronaut").resize((4000, 3000), Image.Resampling.BICUBIC)
     buffer = io.BytesIO()
     photo.save(buffer, "JPEG", quality=90)
     data = buffer.getvalue()

@@ -94,9 +94,12 @@ def _picture(job: tuple[int, int]) -> np.ndarray:
 
 def render_pictures(count: int, seed: int, workers: int) -> torch.Tensor:
     """[count, 3, 224, 224] uint8; picture i shows all_scenes()[i % len]."""
+    pictures = torch.empty((count, 3, SIZE, SIZE), dtype=torch.uint8)
     with Pool(workers) as pool:
-        pictures = pool.map(_picture, [(seed, i) for i in range(count)], chunksize=64)
-    return torch.from_numpy(np.stack(pictures))
+        jobs = [(seed, i) for i in range(count)]
+        for i, picture in enumerate(pool.imap(_picture, jobs, chunksize=64)):
+            pictures[i] = torch.from_numpy(picture)
+    return pictures
 
 
 def pixel_values(pictures: torch.Tensor) -> torch.Tensor:

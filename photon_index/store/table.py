@@ -119,6 +119,24 @@ class ImageTable:
     def paths(self) -> Iterator[str]:
         yield from self.columns(["path"]).column("path").to_pylist()
 
+    def vector_index(self) -> str | None:
+        """Name of the ANN index on the embeddings, if one was built."""
+        return next((i.name for i in self.table.list_indices() if "embedding" in i.columns), None)
+
+    def build_vector_index(self, rows_per_partition: int) -> None:
+        """(Re)train the ANN index. Cosine, IVF partitions of about rows_per_partition
+        rows each, product quantisation into 8-dimension sub-vectors; searches re-rank
+        refine_factor times more candidates exactly, so recall stays high."""
+        rows = self.count()
+        self.table.create_index(
+            metric="cosine",
+            vector_column_name="embedding",
+            index_type="IVF_PQ",
+            num_partitions=max(1, rows // rows_per_partition),
+            num_sub_vectors=max(1, self.dim // 8),
+            replace=True,
+        )
+
     def optimize(self) -> None:
         """Merge the many small commits of a run and drop versions no reader needs."""
         self.table.optimize(cleanup_older_than=_KEEP_OLD_VERSIONS)

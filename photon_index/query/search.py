@@ -1,0 +1,202 @@
+"""Search: texts and pictures, each with a weight, combined into one query vector and
+matched against the index, optionally restricted by folder, date or an SQL filter.
+
+Query syntax (as in rclip): a term is a text or the path of a picture; `--add TERM` and
+`--sub TERM` add or subtract more terms; `WEIGHT:TERM` scales one (e.g. `--add 2:stripes`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from photon_index.config import Settings
+from photon_index.errors import ImageError, UsageError
+from photon_index.models import ModelFiles
+from photon_index.store.table import ImageTable, sql_quote
+
+if TYPE_CHECKING:
+    from lancedb.query import LanceQueryBuilder
+
+_WEIGHT = re.compile(r"^([+-]?\d+(?:\.\d+)?):(.+)$", re.DOTALL)
+SCORE_PROBABILITY = "probability"  # SigLIP's sigmoid: a calibrated text-picture match
+SCORE_COSINE = "cosine"  # cosine similarity, for picture and combined queries
+
+
+@dataclass(frozen=True)
+class Term:
+    kind: str  # "text" or "image"
+    value: str
+    weight: float
+
+
+@dataclass(frozen=True)
+class Filters:
+    under: Path | None = None
+    after: date | None = None
+    before: date | None = None
+    where: str | None = None
+
+    def sql(self) -> str | None:
+        """The filter as LanceDB SQL; dates are EXIF DateTimeOriginal, else file mtime."""
+        parts = []
+        if self.under is not None:
+            folder = str(Path(os.path.abspath(self.under.expanduser()))).rstrip(os.sep) + os.sep
+            parts.append(f"starts_with(path, {sql_quote(folder)})")
+        if self.after is not None:
+            parts.append(_date_clause(">=", self.after))
+        if self.before is not None:
+            parts.append(_date_clause("<", self.before))
+        if self.where:
+            parts.append(f"({self.where})")
+        return " AND ".join(parts) or None
+
+
+@dataclass(frozen=True)
+class Hit:
+    rank: int
+    path: str
+    score: float
+    distance: float  # cosine distance, 1 - cosine similarity
+    taken_at: datetime | None
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class SearchResults:
+    score: str  # SCORE_PROBABILITY or SCORE_COSINE
+    hits: list[Hit]
+
+
+def parse_terms(query: str | None, add: Sequence[str] = (), sub: Sequence[str] = ()) -> list[Term]:
+    raw = [(t, 1.0) for t in ([query] if query else [])]
+    raw += [(t, 1.0) for t in add] + [(t, -1.0) for t in sub]
+    if not raw:
+        raise UsageError("nothing to search for: give a text, an image path, or --add TERM")
+    return [_term(text, sign) for text, sign in raw]
+
+
+def _term(text: str, sign: float) -> Term:
+    weight, value = 1.0, text
+    match = _WEIGHT.match(text)
+    if match and not Path(text).exists():
+        weight, value = float(match.group(1)), match.group(2)
+    kind = "image" if Path(value).expanduser().is_file() else "text"
+    if kind == "text" and not value.strip():
+        raise UsageError("an empty text can't be searched for")
+    return Term(kind, value, sign * weight)
+
+
+class Searcher:
+    """Loads each tower only when a query needs it, so a text search never reads the
+    vision model and a search by an already indexed picture loads neither."""
+
+    def __init__(self, table: ImageTable, model: ModelFiles, settings: Settings) -> None:
+        self.table = table
+        self.model = model
+        self.settings = settings
+
+    def search(self, terms: list[Term], filters: Filters, limit: int) -> SearchResults:
+        vector = self.query_vector(terms)
+        query = (
+            self.table.table.search(vector, vector_column_name="embedding")
+            .distance_type("cosine")
+            .nprobes(self.settings.search.nprobes)
+            .refine_factor(self.settings.search.refine_factor)
+            .select(["path", "taken_at", "width", "height", "_distance"])
+            .limit(limit)
+        )
+        sql = filters.sql()
+        if sql:
+            query = query.where(sql, prefilter=True)
+        rows = _run(query)
+        kind = _score_kind(terms)
+        hits = [
+            Hit(
+                rank=i + 1,
+                path=row["path"],
+                score=self._score(1.0 - row["_distance"], kind),
+                distance=float(row["_distance"]),
+                taken_at=row["taken_at"],
+                width=row["width"],
+                height=row["height"],
+            )
+            for i, row in enumerate(rows)
+        ]
+        return SearchResults(kind, hits)
+
+    def query_vector(self, terms: list[Term]) -> np.ndarray:
+        total = np.zeros(self.table.dim, dtype=np.float32)
+        texts = [t for t in terms if t.kind == "text"]
+        if texts:
+            from photon_index.embed import TextEncoder
+
+            encoder = TextEncoder(self.model, device=self.settings.model.device, threads=0)
+            for term, vector in zip(texts, encoder.encode([t.value for t in texts]), strict=True):
+                total += term.weight * vector
+        for term in terms:
+            if term.kind == "image":
+                total += term.weight * self.image_vector(Path(term.value).expanduser())
+        norm = float(np.linalg.norm(total))
+        if norm < 1e-6:
+            raise UsageError("the query terms cancel each other out: change their weights")
+        return total / norm
+
+    def image_vector(self, path: Path) -> np.ndarray:
+        """The stored embedding when the picture is indexed, else the vision tower's."""
+        from photon_index.decode import read_bytes
+        from photon_index.hashing import content_hash
+
+        data = read_bytes(path)
+        stored = self.table.rows_by_hash([content_hash(data)])
+        if stored:
+            return next(iter(stored.values())).embedding
+        return self._embed_picture(data, path)
+
+    def _embed_picture(self, data: bytes, path: Path) -> np.ndarray:
+        from photon_index.decode import decode
+        from photon_index.embed import ImageEncoder
+
+        encoder = ImageEncoder(self.model, device=self.settings.model.device, threads=0)
+        size = (encoder.preprocess.width, encoder.preprocess.height)
+        try:
+            picture = decode(data, max_pixels=self.settings.index.max_pixels, draft=size)
+        except ImageError as e:
+            raise ImageError(f"{path}: {e}") from e
+        return encoder.encode([picture.image])[0]
+
+    def _score(self, cosine: float, kind: str) -> float:
+        if kind == SCORE_COSINE:
+            return round(cosine, 6)
+        from photon_index.embed import text_image_probability
+
+        return round(float(text_image_probability(np.float64(cosine), self.model)), 6)
+
+
+def _score_kind(terms: list[Term]) -> str:
+    single_text = len(terms) == 1 and terms[0].kind == "text" and terms[0].weight > 0
+    return SCORE_PROBABILITY if single_text else SCORE_COSINE
+
+
+def _run(query: LanceQueryBuilder) -> list[dict]:
+    try:
+        return query.to_arrow().to_pylist()
+    except (ValueError, RuntimeError) as e:
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f"the search filter was rejected: {message}") from e
+
+
+def _date_clause(op: str, day: date) -> str:
+    """EXIF time where the camera recorded one, else the file's modification time."""
+    midnight = datetime(day.year, day.month, day.day)
+    exif = f"taken_at {op} CAST({sql_quote(midnight.isoformat(sep=' '))} AS TIMESTAMP)"
+    mtime = f"mtime_ns {op} {int(midnight.timestamp() * 1e9)}"
+    return f"(({exif}) OR (taken_at IS NULL AND {mtime}))"
