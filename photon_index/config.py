@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ class IndexSettings:
     commit_interval: float
     prune: bool
     include_hidden: bool
-    exclude: list[str] = field(default_factory=list)
+    exclude: list[str]
 
 
 @dataclass(frozen=True)
@@ -154,12 +154,22 @@ def _parse(text: str, like: Any, name: str) -> Any:
         raise ConfigError(f"{name}={text!r} is not a valid {type(like).__name__}") from None
 
 
+_KINDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "int": ((int,), "whole number"),
+    "float": ((int, float), "number"),
+    "bool": ((bool,), "true or false"),
+    "str": ((str,), "string"),
+    "list[str]": ((list,), "list of strings"),
+}
+
+
 def _build(cls: type, values: dict[str, Any], section: str) -> Any:
     kwargs = {}
     for f in fields(cls):
         value = values[f.name]
-        expected = {"int": int, "float": (int, float), "bool": bool, "str": str}.get(str(f.type))
-        if expected and (not isinstance(value, expected) or (f.type != "bool" and value is True)):
-            raise ConfigError(f"config key {section}.{f.name} must be a {f.type}, got {value!r}")
+        types, name = _KINDS[str(f.type)]
+        # bool is an int to Python, but `workers = true` is a mistake, not 1.
+        if not isinstance(value, types) or (isinstance(value, bool) and f.type != "bool"):
+            raise ConfigError(f"config key {section}.{f.name} must be a {name}, got {value!r}")
         kwargs[f.name] = float(value) if f.type == "float" else value
     return cls(**kwargs)

@@ -1,0 +1,426 @@
+"""Duplicate pictures in the index, in three tiers, and what to do with them.
+
+1. exact: the same bytes (content hash);
+2. near: perceptual hashes at most `phash_distance` bits apart (resized, re-encoded,
+   slightly cropped or brightened copies);
+3. similar (optional): embeddings with cosine at least `similar_cosine` (the same scene,
+   not a copy).
+
+Tiers nest, so no file is a duplicate twice: each exact group is collapsed to its keeper
+before the near tier runs, and each near group to its keeper before the similar tier.
+A file is therefore listed as a duplicate in at most one group, while the keeper of a
+stricter group can reappear in a looser one (as its keeper or as one of its duplicates).
+Acting on every group, strictest first, leaves exactly one file of each cluster.
+
+No tier compares all pairs: exact groups come from sorting content hashes, near pairs
+from multi-index hashing (`hamming_pairs`), similar pairs from a blocked matrix product
+(`cosine_pairs`); union-find turns pairs into groups.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from itertools import combinations, pairwise
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from photon_index.errors import UsageError
+from photon_index.store.table import ImageTable
+
+TIERS = ("exact", "near", "similar")
+_HASH_BITS = 64
+# Hash sorts cost about this many candidate comparisons per hash (measured with numpy
+# on 1M hashes); it weighs the two costs when choosing the number of chunks.
+_SORT_COST = 8
+# Similarities computed per block of the matrix product: 2^25 float32 = 128 MiB.
+_BLOCK_FLOATS = 1 << 25
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    tier: str  # "exact" | "near" | "similar"
+    keep: str  # path of the suggested keeper
+    reason: str  # why this one is kept, e.g. "largest picture (4000×3000)"  # noqa: RUF003
+    duplicates: list[str]  # the other paths, sorted
+    distance: float  # largest to the keeper: 0 exact; Hamming bits (near); 1 - cosine (similar)
+
+
+@dataclass(frozen=True)
+class ActionReport:
+    moved: list[tuple[str, str]]  # (from, to)
+    deleted: list[str]
+    failed: list[tuple[str, str]]  # (path, why it was left alone)
+
+
+@dataclass(frozen=True)
+class _Images:
+    """The columns dedupe reads, one array each, in the table's row order."""
+
+    paths: list[str]
+    content_hash: np.ndarray
+    phash: np.ndarray  # uint64
+    width: np.ndarray
+    height: np.ndarray
+    file_size: np.ndarray
+    age: np.ndarray  # ns since the epoch: taken_at, else mtime
+    taken: np.ndarray  # bool: age is taken_at
+    rank: np.ndarray  # place in keeper order: 0 is the best keeper of the whole table
+
+
+def find_duplicates(
+    table: ImageTable, *, phash_distance: int, similar_cosine: float | None
+) -> list[DuplicateGroup]:
+    """Groups of duplicates, exact then near then similar (None: no similar tier)."""
+    if not 0 <= phash_distance < _HASH_BITS:
+        raise UsageError(f"the pHash distance must be 0 to 63 bits, not {phash_distance}")
+    if similar_cosine is not None and not -1 <= similar_cosine <= 1:
+        raise UsageError(f"the cosine must be between -1 and 1, not {similar_cosine}")
+    images = _read(table)
+    ids = np.arange(len(images.paths))
+    groups: list[DuplicateGroup] = []
+
+    _, labels = np.unique(images.content_hash, return_inverse=True)
+    exact = _clusters(ids, labels.reshape(-1), images.rank)
+    groups += [_group("exact", members, images, 0.0) for members in exact]
+    ids = _without_duplicates(ids, exact)
+
+    near = _clusters(ids, _near_labels(images.phash[ids], phash_distance), images.rank)
+    groups += [_group("near", m, images, _hamming_spread(images.phash, m)) for m in near]
+    ids = _without_duplicates(ids, near)
+
+    if similar_cosine is not None:
+        embeddings = _embeddings(table)
+        pairs = cosine_pairs(embeddings[ids], similar_cosine)
+        similar = _clusters(ids, _components(len(ids), pairs), images.rank)
+        groups += [_group("similar", m, images, _cosine_spread(embeddings, m)) for m in similar]
+    return groups
+
+
+def hamming_pairs(hashes: np.ndarray, max_distance: int) -> np.ndarray:
+    """Every pair (i, j), i < j, of distinct uint64 hashes at most max_distance bits apart.
+
+    Multi-index hashing by the generalised pigeonhole principle: cut the 64 bits into m
+    chunks. Hashes at most T bits apart differ in at most T chunks, so they agree on all
+    bits of some m - T chunks. For each (m - T)-subset of chunks, sorting the hashes
+    masked to its bits puts every such pair next to each other, and only those candidates
+    are compared. m trades C(m, m - T) sorts against fewer candidates per sort and is
+    chosen from the table size; 1M hashes at T = 6 take 28 sorts of 16-bit keys.
+    """
+    n = len(hashes)
+    if n < 2 or max_distance == 0:
+        return np.empty((0, 2), dtype=np.int64)
+    chunks = _chunk_count(n, max_distance)
+    found = [
+        _sharing_pairs(hashes, mask, max_distance)
+        for mask in _subset_masks(chunks, chunks - max_distance)
+    ]
+    # A pair agreeing on several subsets is found once for each.
+    codes = np.unique(np.concatenate([i * n + j for i, j in found]))
+    return np.stack([codes // n, codes % n], axis=1)
+
+
+def cosine_pairs(vectors: np.ndarray, min_cosine: float) -> np.ndarray:
+    """Every pair (i, j), i < j, of unit rows whose cosine is at least min_cosine.
+
+    A blocked matrix product: exact, and at up to a few 100k pictures faster than one
+    ANN query per picture (benchmarks/results/dedupe.md); blocks of rows keep the
+    similarities in memory under 128 MiB however large the library.
+    """
+    n = len(vectors)
+    rows = max(1, _BLOCK_FLOATS // max(n, 1))
+    found = [np.empty((0, 2), dtype=np.int64)]
+    for start in range(0, n, rows):
+        similarity = vectors[start : start + rows] @ vectors[start:].T
+        i, j = np.nonzero(similarity >= min_cosine)
+        upper = j > i  # column j of the block is row start + j
+        found.append(np.stack([i[upper], j[upper]], axis=1).astype(np.int64) + start)
+    return np.concatenate(found)
+
+
+def move_duplicates(
+    groups: Iterable[DuplicateGroup], table: ImageTable, destination: Path
+) -> ActionReport:
+    """Move every group's duplicates under destination and drop their rows from the table.
+
+    Each file keeps its whole absolute path below destination (its anchor removed):
+    /home/a/x.jpg goes to DEST/home/a/x.jpg, C:\\a\\x.jpg to DEST\\a\\x.jpg, so files
+    from anywhere never collide and are easy to put back. Moved files leave the library:
+    their rows are removed, so they no longer show in searches or in the next dedupe.
+    Keep destination outside indexed folders, or the next `photon index` adds them back.
+
+    A move is a hard link then an unlink, or across filesystems a copy to a hidden
+    partial file, then a rename, then an unlink: the source goes only once the target is
+    complete, so an interruption loses nothing, and running again finishes the job. An
+    existing target is never overwritten; that file fails instead.
+    """
+    destination = Path(destination).absolute()
+
+    def move(path: Path) -> str:
+        target = destination.joinpath(*path.parts[1:])
+        _move(path, target)
+        return str(target)
+
+    done, failed = _apply(groups, table, move)
+    return ActionReport(moved=done, deleted=[], failed=failed)
+
+
+def delete_duplicates(groups: Iterable[DuplicateGroup], table: ImageTable) -> ActionReport:
+    """Delete every group's duplicates and drop their rows from the table."""
+
+    def delete(path: Path) -> str:
+        path.unlink()
+        return str(path)
+
+    done, failed = _apply(groups, table, delete)
+    return ActionReport(moved=[], deleted=[path for path, _ in done], failed=failed)
+
+
+def _read(table: ImageTable) -> _Images:
+    names = ["path", "content_hash", "phash", "width", "height", "file_size", "mtime_ns"]
+    data = table.columns([*names, "taken_at"])
+    phash = _fixed_size_values(data.column("phash")).reshape(-1, 8)
+    taken_at = data.column("taken_at").to_numpy().astype("datetime64[ns]")
+    taken = ~np.isnat(taken_at)
+    age = np.where(taken, taken_at.view(np.int64), data.column("mtime_ns").to_numpy())
+    width, height = data.column("width").to_numpy(), data.column("height").to_numpy()
+    file_size = data.column("file_size").to_numpy()
+    paths = data.column("path").to_pylist()
+    pixels = width.astype(np.int64) * height
+    # Keeper order: most pixels, then largest file, then oldest, then path (for ties).
+    order = np.lexsort((np.argsort(paths), age, -file_size, -pixels))
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return _Images(
+        paths=paths,
+        content_hash=data.column("content_hash").to_numpy(zero_copy_only=False).astype(str),
+        phash=np.ascontiguousarray(phash).view(">u8").reshape(-1).astype(np.uint64),
+        width=width,
+        height=height,
+        file_size=file_size,
+        age=age,
+        taken=taken,
+        rank=rank,
+    )
+
+
+def _embeddings(table: ImageTable) -> np.ndarray:
+    column = table.columns(["embedding"]).column("embedding")
+    return _fixed_size_values(column).reshape(-1, table.dim)
+
+
+def _fixed_size_values(column: pa.ChunkedArray) -> np.ndarray:
+    return column.combine_chunks().flatten().to_numpy()
+
+
+def _clusters(ids: np.ndarray, labels: np.ndarray, rank: np.ndarray) -> list[np.ndarray]:
+    """ids sharing a label, two or more, each best keeper first."""
+    order = np.lexsort((rank[ids], labels))
+    ids, labels = ids[order], labels[order]
+    starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
+    ends = np.r_[starts[1:], len(ids)]
+    return [ids[s:e] for s, e in zip(starts, ends, strict=True) if e - s > 1]
+
+
+def _without_duplicates(ids: np.ndarray, clusters: list[np.ndarray]) -> np.ndarray:
+    if not clusters:
+        return ids
+    return np.setdiff1d(ids, np.concatenate([c[1:] for c in clusters]))
+
+
+def _near_labels(hashes: np.ndarray, max_distance: int) -> np.ndarray:
+    # Identical hashes are the same node, which keeps long runs of them out of the sorts.
+    unique, inverse = np.unique(hashes, return_inverse=True)
+    return _components(len(unique), hamming_pairs(unique, max_distance))[inverse.reshape(-1)]
+
+
+def _components(n: int, pairs: np.ndarray) -> np.ndarray:
+    """Union-find: a label for each of n nodes, equal within a connected component."""
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in pairs.tolist():
+        parent[root(i)] = root(j)
+    labels = np.arange(n)
+    linked = np.unique(pairs)  # every other node is alone: its own label
+    labels[linked] = [root(i) for i in linked.tolist()]
+    return labels
+
+
+def _chunk_count(n: int, max_distance: int) -> int:
+    """The number of chunks m that minimises sorts plus candidates, estimated for random
+    hashes: each (m - T)-subset of chunks costs a sort and about n²/2^(bits + 1) pairs."""
+
+    def cost(m: int) -> float:
+        agree = m - max_distance
+        key_bits = _HASH_BITS * agree / m
+        return math.comb(m, agree) * (_SORT_COST * n + n * n / 2 ** (key_bits + 1))
+
+    return min(range(max_distance + 1, min(_HASH_BITS, max_distance + 6) + 1), key=cost)
+
+
+def _subset_masks(chunks: int, agree: int) -> list[np.uint64]:
+    """One bit mask per subset of `agree` of the `chunks` near-equal chunks of 64 bits."""
+    edges = [round(_HASH_BITS * c / chunks) for c in range(chunks + 1)]
+    masks = [((1 << (hi - lo)) - 1) << lo for lo, hi in pairwise(edges)]
+    return [np.uint64(sum(subset)) for subset in combinations(masks, agree)]
+
+
+def _sharing_pairs(
+    hashes: np.ndarray, mask: np.uint64, max_distance: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (i < j) equal under mask and at most max_distance bits apart."""
+    keys = hashes & mask
+    order = np.argsort(keys)
+    keys = keys[order]
+    firsts, seconds = [], []
+    # Positions p whose sorted key equals the one `gap` places later; in a sorted array
+    # those are a subset of the previous gap's, so the loop does work per pair only.
+    at = np.flatnonzero(keys[1:] == keys[:-1])
+    gap = 1
+    while at.size:
+        a, b = order[at], order[at + gap]
+        close = np.bitwise_count(hashes[a] ^ hashes[b]) <= max_distance
+        firsts.append(np.minimum(a, b)[close])
+        seconds.append(np.maximum(a, b)[close])
+        gap += 1
+        at = at[at + gap < len(keys)]
+        at = at[keys[at + gap] == keys[at]]
+    empty = np.empty(0, dtype=np.int64)
+    return np.concatenate([empty, *firsts]), np.concatenate([empty, *seconds])
+
+
+def _hamming_spread(phash: np.ndarray, members: np.ndarray) -> float:
+    keeper, others = phash[members[0]], phash[members[1:]]
+    return float(np.bitwise_count(others ^ keeper).max())
+
+
+def _cosine_spread(embeddings: np.ndarray, members: np.ndarray) -> float:
+    keeper, others = embeddings[members[0]], embeddings[members[1:]]
+    return round(float(1 - (others @ keeper).min()), 4)
+
+
+def _group(tier: str, members: np.ndarray, images: _Images, distance: float) -> DuplicateGroup:
+    keep, *others = members.tolist()
+    return DuplicateGroup(
+        tier=tier,
+        keep=images.paths[keep],
+        reason=_reason(images, keep, min(others, key=lambda i: images.rank[i])),
+        duplicates=sorted(images.paths[i] for i in others),
+        distance=distance,
+    )
+
+
+def _reason(images: _Images, keep: int, runner_up: int) -> str:
+    """What made the keeper win over the next best file of its group."""
+    w, h = int(images.width[keep]), int(images.height[keep])
+    if w * h != int(images.width[runner_up]) * int(images.height[runner_up]):
+        return f"largest picture ({w}×{h})"  # noqa: RUF001
+    if images.file_size[keep] != images.file_size[runner_up]:
+        return f"largest file ({_size(int(images.file_size[keep]))})"
+    if images.age[keep] != images.age[runner_up]:
+        when = datetime.fromtimestamp(int(images.age[keep]) / 1e9, timezone.utc)
+        what = "taken" if images.taken[keep] else "modified"
+        return f"oldest ({what} {when:%Y-%m-%d %H:%M})"
+    return "first by path (otherwise identical)"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB"):
+        if n < 1024:
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def _apply(
+    groups: Iterable[DuplicateGroup], table: ImageTable, act: Callable[[Path], str]
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """act on each duplicate whose group is safe to act on; drop the rows of those done,
+    even when interrupted, so the table never lists a file that was moved or deleted."""
+    done: list[tuple[str, str]] = []
+    failed: list[tuple[str, str]] = []
+    try:
+        for path, problem in _checked(groups, table.file_stamps()):
+            if problem is None:
+                try:
+                    done.append((path, act(Path(path))))
+                    continue
+                except OSError as e:
+                    problem = _os_reason(e)
+            failed.append((path, problem))
+    finally:
+        table.delete_paths(path for path, _ in done)
+    return done, failed
+
+
+def _checked(
+    groups: Iterable[DuplicateGroup], stamps: dict[str, tuple[int, int]]
+) -> Iterator[tuple[str, str | None]]:
+    """Each duplicate with why it must be left alone, or None. Checked group by group,
+    strictest tier first, just before acting: a looser group's keeper is never a
+    duplicate of a stricter one, so it is still there when its group's turn comes."""
+    for group in sorted(groups, key=lambda g: TIERS.index(g.tier)):
+        keeper = _changed(group.keep, stamps)
+        for path in group.duplicates:
+            if keeper:
+                yield path, f"its keeper {group.keep} {keeper}"
+            else:
+                problem = _changed(path, stamps)
+                yield path, problem and f"it {problem}"
+
+
+def _changed(path: str, stamps: dict[str, tuple[int, int]]) -> str | None:
+    """Why the file no longer is what the table says, or None."""
+    try:
+        stat = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return "no longer exists"
+    except OSError as e:
+        return f"cannot be checked: {_os_reason(e)}"
+    if stamps.get(path) != (stat.st_size, stat.st_mtime_ns):
+        return "changed since it was indexed: run `photon index` first"
+    return None
+
+
+def _move(source: Path, target: Path) -> None:
+    """Move without overwriting target; source is removed only once target is complete."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() and os.path.samefile(source, target):
+        source.unlink()  # an interrupted move had linked it already
+        return
+    try:
+        os.link(source, target, follow_symlinks=False)  # atomic, refuses an existing target
+    except FileExistsError:
+        raise
+    except OSError:
+        _copy(source, target)  # another filesystem, or one without hard links
+    source.unlink()
+
+
+def _copy(source: Path, target: Path) -> None:
+    if target.exists():
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target))
+    partial = target.with_name(f".{target.name}.partial")
+    shutil.copy2(source, partial, follow_symlinks=False)
+    with open(partial, "rb") as f:
+        os.fsync(f.fileno())  # on disk before the source is deleted
+    os.rename(partial, target)
+
+
+def _os_reason(e: OSError) -> str:
+    if isinstance(e, FileExistsError):
+        return f"{e.filename2 or e.filename} already exists; not overwritten"
+    return e.strerror or str(e)

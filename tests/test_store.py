@@ -1,0 +1,81 @@
+"""The images table: one schema, upserts keyed by path, the reads the indexer needs."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from photon_index.store.schema import ImageRow
+from photon_index.store.table import ImageTable
+
+
+def row(path: str, digest: str = "h1", seed: int = 0, **changes) -> ImageRow:
+    vector = np.random.default_rng(seed).normal(size=8).astype(np.float32)
+    values = dict(
+        path=path,
+        content_hash=digest,
+        phash=bytes(range(8)),
+        file_size=1000,
+        mtime_ns=123,
+        width=40,
+        height=30,
+        format="JPEG",
+        taken_at=datetime(2021, 7, 14, 15, 30),
+        camera=None,
+        latitude=-22.95,
+        longitude=None,
+        model="m",
+        embedding=vector / np.linalg.norm(vector),
+        indexed_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    )
+    return ImageRow(**{**values, **changes})
+
+
+@pytest.fixture
+def table(tmp_path: Path) -> ImageTable:
+    return ImageTable.create(tmp_path / "db", dim=8, model="m", model_ref="/models/m")
+
+
+def test_create_records_the_model_and_reopens(table: ImageTable, tmp_path: Path) -> None:
+    again = ImageTable.open(tmp_path / "db")
+    assert again is not None
+    assert (again.model, again.model_ref, again.dim) == ("m", "/models/m", 8)
+    assert ImageTable.open(tmp_path / "nothing-here") is None
+
+
+def test_rows_round_trip(table: ImageTable) -> None:
+    original = row("/a.jpg", "x")
+    table.upsert([original])
+    (stored,) = table.rows_by_hash(["x"]).values()
+    assert stored.phash == original.phash
+    assert np.allclose(stored.embedding, original.embedding)
+    assert (stored.taken_at, stored.latitude, stored.longitude) == (
+        original.taken_at,
+        original.latitude,
+        None,
+    )
+
+
+def test_upsert_is_keyed_by_path(table: ImageTable) -> None:
+    table.upsert([row("/a.jpg", "x"), row("/b.jpg", "y")])
+    table.upsert([row("/a.jpg", "z", mtime_ns=999)])
+    assert table.count() == 2
+    assert table.file_stamps()["/a.jpg"] == (1000, 999)
+    assert table.content_hashes() == {"y", "z"}
+
+
+def test_delete_paths_with_quotes_and_many_values(table: ImageTable) -> None:
+    paths = [f"/photos/it's {i}.jpg" for i in range(1200)]
+    table.upsert([row(p, str(i)) for i, p in enumerate(paths)])
+    table.delete_paths(paths[:1100])
+    assert sorted(table.paths()) == sorted(paths[1100:])
+
+
+def test_optimize_keeps_every_row(table: ImageTable) -> None:
+    for i in range(5):
+        table.upsert([row(f"/{i}.jpg", str(i))])
+    table.optimize()
+    assert table.count() == 5
