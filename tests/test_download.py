@@ -305,3 +305,26 @@ def closed_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+def test_a_new_revision_is_downloaded_again(hub: Hub, tmp_path: Path) -> None:
+    """Checksums recorded for one revision are not trusted for the next."""
+    from dataclasses import replace
+
+    from photon_index.models import is_installed
+
+    old = make_spec(dict.fromkeys(PAYLOADS, ""))
+    hub.serve(PAYLOADS)
+    folder = tmp_path / "tiny"
+    download_model(old, folder, endpoint=hub.url, progress=False)
+    assert is_installed(old, folder)
+
+    new = replace(old, revision="4567def")
+    changed = {**PAYLOADS, "tokenizer.json": b'{"model": "tiny", "v": 2}'}
+    for file, body in changed.items():
+        hub.files[f"/{REPO}/resolve/4567def/{file}"] = body
+    assert not is_installed(new, folder)
+    download_model(new, folder, endpoint=hub.url, progress=False)
+    assert is_installed(new, folder)
+    assert (folder / "tokenizer.json").read_bytes() == changed["tokenizer.json"]
+    assert read_model_dir(folder).checksums["tokenizer.json"] == sha(changed["tokenizer.json"])

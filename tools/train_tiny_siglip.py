@@ -22,17 +22,19 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import SiglipConfig, SiglipModel
 
-from photon_index.synthetic import all_scenes, render
+from photon_index.synthetic import COLOURS, SHAPES, Scene, all_scenes, render
 
 SIZE = 224
 TEXT_LEN = 64
 PAD = EOS = 1  # SigLIP pads with </s>: the text pooler reads the last position
+DESCRIPTION = "toy SigLIP (1.4M params) that knows only photon_index.synthetic's shapes"
 
 
 def parse_args() -> argparse.Namespace:
@@ -41,10 +43,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=1500, help="optimizer steps")
     parser.add_argument("--minutes", type=float, help="stop early after this long")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--pictures", type=int, default=26400, help="training pictures")
-    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--pictures", type=int, default=17600, help="training pictures")
+    parser.add_argument("--batch", type=int, default=192, help="pictures per step")
+    parser.add_argument("--partial", type=int, default=64, help="partial descriptions per step")
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--threads", type=int, default=2)
+    # One thread: with two, a CPU shared with other work stalls on OpenMP barriers.
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
     return parser.parse_args()
 
 
@@ -57,12 +61,12 @@ def canonical(text: str) -> str:
     return " ".join(text.split())
 
 
-def build_tokenizer(captions: list[str]) -> Tokenizer:
-    """Word-level tokenizer over the captions; <pad>=0, </s>=1, <unk>=2."""
+def build_tokenizer(texts: list[str]) -> Tokenizer:
+    """Word-level tokenizer over the texts; <pad>=0, </s>=1, <unk>=2."""
     tokenizer = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     trainer = trainers.WordLevelTrainer(special_tokens=["<pad>", "</s>", "<unk>"])
-    tokenizer.train_from_iterator(sorted({canonical(c) for c in captions}), trainer)
+    tokenizer.train_from_iterator(sorted({canonical(t) for t in texts}), trainer)
     assert [tokenizer.token_to_id(t) for t in ("<pad>", "</s>", "<unk>")] == [0, 1, 2]
     return tokenizer
 
@@ -75,6 +79,46 @@ def encode_texts(tokenizer: Tokenizer, texts: list[str]) -> torch.Tensor:
         ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.int64)
         ids[row, len(tokens)] = EOS
     return ids
+
+
+def _a(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
+
+
+# Shorter ways to describe part of a scene, and which of (shape, colour, background)
+# each one names. Training on them too lets a search for "red circle" work.
+PARTIAL = [
+    ("{shape}", (1, 0, 0)),
+    ("a {shape}", (1, 0, 0)),
+    ("{colour} {shape}", (1, 1, 0)),
+    ("{a_colour} {shape}", (1, 1, 0)),
+    ("{background} background", (0, 0, 1)),
+    ("{a_background} background", (0, 0, 1)),
+    ("{shape} on {a_background} background", (1, 0, 1)),
+    ("{colour} {shape} on {background} background", (1, 1, 1)),
+]
+
+
+def attributes(scene: Scene) -> tuple[int, int, int]:
+    return (
+        SHAPES.index(scene.shape),
+        list(COLOURS).index(scene.colour),
+        list(COLOURS).index(scene.background),
+    )
+
+
+def training_texts() -> tuple[list[str], torch.Tensor]:
+    """Every text, full captions first (text i = all_scenes()[i]), and for each the
+    [shape, colour, background] index a matching picture has (-1: any)."""
+    demands = {scene.caption: attributes(scene) for scene in all_scenes()}
+    for scene in all_scenes():
+        words = {"shape": scene.shape, "colour": scene.colour, "background": scene.background}
+        words |= {"a_colour": _a(scene.colour), "a_background": _a(scene.background)}
+        shape, colour, background = attributes(scene)
+        for template, (s, c, b) in PARTIAL:
+            demand = (shape if s else -1, colour if c else -1, background if b else -1)
+            demands.setdefault(template.format(**words), demand)
+    return list(demands), torch.tensor(list(demands.values()))
 
 
 # --- pictures -------------------------------------------------------------------------
@@ -92,10 +136,10 @@ def _picture(job: tuple[int, int]) -> np.ndarray:
     return np.asarray(image).transpose(2, 0, 1)
 
 
-def render_pictures(count: int, seed: int, workers: int) -> torch.Tensor:
+def render_pictures(count: int, seed: int) -> torch.Tensor:
     """[count, 3, 224, 224] uint8; picture i shows all_scenes()[i % len]."""
     pictures = torch.empty((count, 3, SIZE, SIZE), dtype=torch.uint8)
-    with Pool(workers) as pool:
+    with Pool() as pool:
         jobs = [(seed, i) for i in range(count)]
         for i, picture in enumerate(pool.imap(_picture, jobs, chunksize=64)):
             pictures[i] = torch.from_numpy(picture)
@@ -181,18 +225,23 @@ def sigmoid_loss(
 
 def batch(
     pictures: torch.Tensor,
-    scene_ids: torch.Tensor,
-    caption_ids: torch.Tensor,
+    text_ids: torch.Tensor,
+    demands: torch.Tensor,
     index: torch.Tensor,
-    flips: torch.Tensor,
+    generator: torch.Generator,
+    partial: int,
 ) -> tuple[torch.Tensor, ...]:
-    """Images (some mirrored, which keeps every caption true), distinct captions, labels."""
+    """Pictures (half mirrored, which keeps every caption true), the distinct captions of
+    their scenes plus ``partial`` random partial descriptions, and which text fits which."""
     images = pictures[index]
+    flips = torch.rand(len(index), generator=generator) < 0.5
     images[flips] = images[flips].flip(-1)
-    scenes = scene_ids[index]
-    distinct = scenes.unique()
-    labels = (scenes[:, None] == distinct[None, :]).float()
-    return pixel_values(images), caption_ids[distinct], labels
+    scenes = index % len(all_scenes())
+    extra = torch.randperm(len(text_ids) - len(all_scenes()), generator=generator)[:partial]
+    texts = torch.cat([scenes.unique(), extra + len(all_scenes())])
+    wanted, have = demands[texts][None], demands[scenes][:, None]
+    labels = ((wanted == have) | (wanted < 0)).all(-1).float()
+    return pixel_values(images), text_ids[texts], labels
 
 
 @torch.no_grad()
@@ -212,14 +261,14 @@ def recall_at_1(model: SiglipModel, pictures: torch.Tensor, caption_ids: torch.T
     return hits.float().mean().item()
 
 
-def train(model: SiglipModel, caption_ids: torch.Tensor, args: argparse.Namespace) -> None:
+def train(
+    model: SiglipModel, text_ids: torch.Tensor, demands: torch.Tensor, args: argparse.Namespace
+) -> None:
     """Train in place for args.steps steps (or args.minutes, whichever ends first)."""
-    scene_count = len(caption_ids)
     started = time.monotonic()
-    pictures = render_pictures(args.pictures, args.seed, args.threads)
-    scene_ids = torch.arange(args.pictures) % scene_count
-    held_out = render_pictures(scene_count, args.seed + 1, args.threads)[::4]
-    held_out_ids = caption_ids[::4]
+    scene_count = len(all_scenes())
+    pictures = render_pictures(args.pictures, args.seed)
+    held_out = render_pictures(scene_count, args.seed + 1)[::4]
     print(f"rendered {len(pictures)} pictures in {time.monotonic() - started:.0f}s", flush=True)
 
     generator = torch.Generator().manual_seed(args.seed)
@@ -232,9 +281,9 @@ def train(model: SiglipModel, caption_ids: torch.Tensor, args: argparse.Namespac
         if step % per_epoch == 0:
             order = torch.randperm(args.pictures, generator=generator)
         index = order[step % per_epoch * args.batch :][: args.batch]
-        flips = torch.rand(args.batch, generator=generator) < 0.5
         set_lr(optimizer, step, args.steps)
-        loss = sigmoid_loss(model, *batch(pictures, scene_ids, caption_ids, index, flips))
+        inputs = batch(pictures, text_ids, demands, index, generator, args.partial)
+        loss = sigmoid_loss(model, *inputs)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -242,8 +291,9 @@ def train(model: SiglipModel, caption_ids: torch.Tensor, args: argparse.Namespac
         if step % 50 == 0 or step == args.steps - 1:
             report = f"step {step} loss {loss.item():.3f} t={model.logit_scale.exp().item():.1f}"
             report += f" b={model.logit_bias.item():.2f} {time.monotonic() - started:.0f}s"
-            if step % 250 == 0 or step == args.steps - 1:
-                report += f" held-out R@1 {recall_at_1(model, held_out, held_out_ids):.3f}"
+            if step % 200 == 0 or step == args.steps - 1:
+                r1 = recall_at_1(model, held_out, text_ids[:scene_count:4])
+                report += f" held-out R@1 {r1:.3f}"
             print(report, flush=True)
 
 
@@ -263,12 +313,13 @@ class Tower(torch.nn.Module):
 
 
 def export_tower(tower: torch.nn.Module, example: torch.Tensor, name: str, path: Path) -> None:
-    """Legacy (TorchScript) export, opset 17, dynamic batch, weights inside the one file."""
+    """Legacy (TorchScript) export, opset 17, dynamic batch, weights inside the one file;
+    checked against torch on ``example`` (a batch of 3, while tracing saw a batch of 1)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     outputs = ["last_hidden_state", "pooler_output"]
     torch.onnx.export(
         Tower(tower).eval(),
-        (example,),
+        (example[:1],),
         str(path),
         input_names=[name],
         output_names=outputs,
@@ -278,6 +329,10 @@ def export_tower(tower: torch.nn.Module, example: torch.Tensor, name: str, path:
     )
     onnx.save_model(onnx.load(str(path)), str(path), save_as_external_data=False)
     onnx.checker.check_model(str(path))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (pooled,) = session.run(["pooler_output"], {name: example.numpy()})
+    expected = tower(example).pooler_output.numpy()
+    assert np.allclose(pooled, expected, atol=1e-4), f"{path}: ONNX and torch disagree"
 
 
 def preprocessor_config() -> dict:
@@ -304,20 +359,13 @@ def export(model: SiglipModel, tokenizer: Tokenizer, out: Path) -> None:
     """Write the model folder, laid out like the real model's, plus photon.json."""
     model = model.eval()
     with torch.no_grad():
-        export_tower(
-            model.vision_model,
-            torch.zeros(1, 3, SIZE, SIZE),
-            "pixel_values",
-            out / "onnx/vision_model.onnx",
-        )
-        export_tower(
-            model.text_model,
-            torch.ones(1, TEXT_LEN, dtype=torch.int64),
-            "input_ids",
-            out / "onnx/text_model.onnx",
-        )
+        pixels = torch.rand(3, 3, SIZE, SIZE) * 2 - 1
+        export_tower(model.vision_model, pixels, "pixel_values", out / "onnx/vision_model.onnx")
+        ids = torch.randint(0, tokenizer.get_vocab_size(), (3, TEXT_LEN))
+        export_tower(model.text_model, ids, "input_ids", out / "onnx/text_model.onnx")
     tokenizer.save(str(out / "tokenizer.json"))
     write_json(out / "preprocessor_config.json", preprocessor_config())
+    model.config.architectures = ["SiglipModel"]
     write_json(out / "config.json", model.config.to_dict())
     files = [
         "onnx/vision_model.onnx",
@@ -330,6 +378,7 @@ def export(model: SiglipModel, tokenizer: Tokenizer, out: Path) -> None:
         out / "photon.json",
         {
             "name": out.name,
+            "description": DESCRIPTION,
             "logit_scale": model.logit_scale.exp().item(),
             "logit_bias": model.logit_bias.item(),
             "files": {name: sha256(out / name) for name in files},
@@ -349,12 +398,12 @@ def main() -> None:
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(args.threads)
 
-    captions = [scene.caption for scene in all_scenes()]
-    tokenizer = build_tokenizer(captions)
+    texts, demands = training_texts()
+    tokenizer = build_tokenizer(texts)
     model = build_model(tokenizer.get_vocab_size())
     print(f"{sum(p.numel() for p in model.parameters()):,} parameters", flush=True)
     started = time.monotonic()
-    train(model, encode_texts(tokenizer, captions), args)
+    train(model, encode_texts(tokenizer, texts), demands, args)
     print(f"trained in {(time.monotonic() - started) / 60:.1f} min", flush=True)
     export(model, tokenizer, args.out)
     print(f"wrote {args.out}")

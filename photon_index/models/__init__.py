@@ -10,6 +10,7 @@ from photon_index.models.download import download_model
 from photon_index.models.installed import (
     ModelFiles,
     folder_size,
+    installed_revision,
     model_dir,
     read_model_dir,
 )
@@ -60,7 +61,12 @@ def load_model(
 
 
 def is_installed(spec: ModelSpec, folder: Path) -> bool:
-    return (folder / "photon.json").is_file() and all((folder / f).is_file() for f in spec.files)
+    """Every file present, from the revision the registry names."""
+    if spec.bundled:
+        return folder.is_dir()
+    return installed_revision(folder) == spec.revision and all(
+        (folder / f).is_file() for f in spec.files
+    )
 
 
 def list_models(models_root: Path) -> list[ModelStatus]:

@@ -16,13 +16,22 @@ from urllib.parse import urlsplit
 from tqdm import tqdm
 
 from photon_index.errors import ChecksumError, DownloadError
-from photon_index.models.installed import recorded_checksums, sha256_file, write_manifest
+from photon_index.models.installed import (
+    installed_revision,
+    recorded_checksums,
+    sha256_file,
+    write_manifest,
+)
 from photon_index.models.registry import ModelSpec
 
 TIMEOUT_S = 30
 CHUNK = 1 << 20
 # What a failing network raises; any other OSError is about the local disk.
 NETWORK_ERRORS = (urllib.error.URLError, ConnectionError, TimeoutError, HTTPException, ssl.SSLError)
+
+
+class _Unreachable(DownloadError):
+    """No answer from the endpoint at all; download_model says what to do instead."""
 
 
 def resolve_endpoint(configured: str) -> str:
@@ -44,14 +53,17 @@ def download_model(spec: ModelSpec, folder: Path, *, endpoint: str, progress: bo
     endpoint = resolve_endpoint(endpoint)
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}
     folder.mkdir(parents=True, exist_ok=True)
-    recorded = recorded_checksums(folder)
+    recorded = recorded_checksums(folder, spec.revision)
+    # Files left by a download of another revision are stale; files with no manifest
+    # at all were copied in by hand, and are recorded as they are.
+    stale = installed_revision(folder) not in (None, spec.revision)
     checksums = {}
     for file, published in spec.files.items():
         path = folder / file
         expected = published or recorded.get(file) or None
         if path.is_file():
             actual = sha256_file(path)
-            if expected in (None, actual):
+            if expected == actual or (expected is None and not stale):
                 checksums[file] = actual
                 continue
         if offline:
@@ -63,7 +75,14 @@ def download_model(spec: ModelSpec, folder: Path, *, endpoint: str, progress: bo
         # reads as not installed until the download completes.
         path.unlink(missing_ok=True)
         url = file_url(endpoint, spec.repo, spec.revision, file)
-        checksums[file] = fetch(url, path, expected, progress=progress, label=file)
+        try:
+            checksums[file] = fetch(url, path, expected, progress=progress, label=file)
+        except _Unreachable as e:
+            raise DownloadError(
+                f"{e}: check your connection, set HF_ENDPOINT to a mirror, or copy the "
+                f"files of {spec.name} from another machine into {folder} and run "
+                f"`photon models download {spec.name}`"
+            ) from e
     write_manifest(folder, spec, checksums)
 
 
@@ -151,11 +170,7 @@ def _reported(url: str, label: str, part: Path) -> Iterator[None]:
         ) from e
     except urllib.error.URLError as e:
         endpoint = f"{urlsplit(url).scheme}://{host}"
-        raise DownloadError(
-            f"cannot reach {endpoint} ({_reason(e.reason)}): check your connection, set "
-            "HF_ENDPOINT to a mirror, or copy the model folder from another machine "
-            "(see `photon models path NAME`)"
-        ) from e
+        raise _Unreachable(f"cannot reach {endpoint} ({_reason(e.reason)})") from e
     except NETWORK_ERRORS as e:
         raise DownloadError(
             f"lost the connection to {host} while fetching {label} ({_reason(e)}): "

@@ -108,9 +108,15 @@ def write_manifest(folder: Path, spec: ModelSpec, checksums: dict[str, str]) -> 
     _write_json(folder / MANIFEST, meta)
 
 
-def recorded_checksums(folder: Path) -> dict[str, str]:
-    """Checksums recorded by an earlier download, for files the registry has none for."""
-    return dict(_read_manifest(folder).get("files", {}))
+def recorded_checksums(folder: Path, revision: str | None) -> dict[str, str]:
+    """Checksums recorded by an earlier download of the same revision, for files the
+    registry publishes none for."""
+    meta = _read_manifest(folder)
+    return dict(meta.get("files", {})) if meta.get("revision") == revision else {}
+
+
+def installed_revision(folder: Path) -> str | None:
+    return _read_manifest(folder).get("revision")
 
 
 def sha256_file(path: Path) -> str:

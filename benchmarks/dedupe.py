@@ -1,0 +1,533 @@
+"""Benchmarks of duplicate finding (photon_index.query.dedupe).
+
+    python benchmarks/dedupe.py fetch     # once: real photos from Debian wallpaper packages
+    python benchmarks/dedupe.py quality   # precision/recall/F1 of tiers 1-2 and imagededup
+    python benchmarks/dedupe.py scale     # near tier on 100k and 1M hashes, all pairs at 20k
+    python benchmarks/dedupe.py similar   # tier 3: blocked matrix product vs LanceDB queries
+
+Each prints Markdown for benchmarks/results/dedupe.md. `quality` builds a near-duplicate
+corpus from the fetched photos in a temp dir: every photo with edited copies (resize,
+JPEG re-encode, small crops, brightness, EXIF rotation, screenshot-like borders), plus
+its four quadrants as distinct pictures. It compares imagededup's PHash at its default
+threshold on the same files; install it without its deep-learning extras:
+
+    pip install --no-deps imagededup && pip install scikit-learn PyWavelets scipy
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime, timezone
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image, ImageEnhance, ImageOps
+
+from photon_index.decode import decode
+from photon_index.hashing import content_hash, phash
+from photon_index.query.dedupe import (
+    _near_labels,
+    cosine_pairs,
+    find_duplicates,
+)
+from photon_index.store.schema import image_schema
+from photon_index.store.table import ImageTable
+
+PHOTOS = Path(__file__).parent / "data" / "dedupe-photos"
+# Debian packages and the real photographs in them (the rest of their art is drawn).
+PACKAGES = {
+    "lomiri-wallpapers-16.04": [
+        f"usr/share/backgrounds/{name}_by_{author}.jpg"
+        for name, author in [
+            ("Bridge", "Sander_Klootwijk"),
+            ("Dragonfly", "Bolly"),
+            ("Picture_0B", "freespace"),
+            ("Picture_1A", "freespace"),
+            ("Wine", "Jakkub_Mede"),
+            ("aitzgorri", "Aitzol_Berasategi"),
+            ("free", "Peter_Nerlich"),
+            ("friends", "Aitzol_Berasategi"),
+            ("greentock", "Peter_Nerlich"),
+            ("life", "Aitzol_Berasategi"),
+            ("picosdeeuropa", "Aitzol_Berasategi"),
+            ("seeding", "Clements_Engelhardt"),
+            ("sunset", "Aitzol_Berasategi"),
+        ]
+    ],
+    "lomiri-wallpapers-20.04": [
+        "usr/share/backgrounds/Infinite-Sea_by_Aury88.jpg",
+        "usr/share/backgrounds/Kleiber_by_Lukas_Baubkus.jpg",
+    ],
+    "mate-backgrounds": [
+        f"usr/share/backgrounds/mate/nature/{name}.jpg"
+        for name in [
+            "Aqua",
+            "Blinds",
+            "Dune",
+            "FreshFlower",
+            "Garden",
+            "GreenMeadow",
+            "LadyBird",
+            "RainDrops",
+            "Storm",
+            "TwoWings",
+            "Wood",
+            "YellowFlower",
+        ]
+    ],
+    "plasma-workspace-wallpapers": [
+        f"usr/share/wallpapers/{name}/contents/images/2560x1600.jpg"
+        for name in [
+            "BytheWater",
+            "ColdRipple",
+            "ColorfulCups",
+            "DarkestHour",
+            "EveningGlow",
+            "FallenLeaf",
+            "Grey",
+            "Kite",
+            "OneStandsOut",
+            "Path",
+            "summer_1am",
+        ]
+    ],
+}
+LONG_SIDE = 2000  # photos are scaled to this first: a typical phone-export size
+DRAFT = (224, 224)  # what `photon index` decodes JPEGs at for siglip-base-patch16-224
+THRESHOLDS = (0, 2, 4, 6, 8, 10, 12)
+IMAGEDEDUP_THRESHOLD = 10  # PHash.find_duplicates' default max_distance_threshold
+SCALE_DISTANCE = 6
+
+
+def fetch() -> None:
+    """Download the packages with apt and copy their photographs into PHOTOS."""
+    PHOTOS.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["apt-get", "download", *PACKAGES], cwd=tmp, check=True)
+        for package, files in PACKAGES.items():
+            (deb,) = Path(tmp).glob(f"{package}_*.deb")
+            unpacked = Path(tmp) / package
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
+            for file in files:
+                name = file.split("/")[-4] if "/contents/" in file else Path(file).stem
+                shutil.copy(unpacked / file, PHOTOS / f"{name}.jpg")
+    print(f"{len(list(PHOTOS.glob('*.jpg')))} photos in {PHOTOS}")
+
+
+def photos() -> list[Path]:
+    found = sorted(PHOTOS.glob("*.jpg"))
+    if not found:
+        sys.exit(
+            f"no photos in {PHOTOS}: run `python benchmarks/dedupe.py fetch` (Debian or "
+            "Ubuntu, after `apt-get update`), or copy your own JPEG photographs there"
+        )
+    return found
+
+
+# The near-duplicate corpus.
+
+
+def _exif_rotated(image: Image.Image, path: Path) -> None:
+    # Stored a quarter turn left with orientation 6: viewers (and photon) turn it upright.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    image.transpose(Image.Transpose.ROTATE_90).save(path, quality=90, exif=exif)
+
+
+def _screenshot(image: Image.Image) -> Image.Image:
+    # The photo in a viewer window: dark frame, light title bar, photo at 90 % size.
+    w, h = image.size
+    canvas = Image.new("RGB", (w, h), (32, 32, 36))
+    canvas.paste((225, 225, 228), (0, 0, w, h // 20))
+    inner = image.resize((w * 9 // 10, h * 9 // 10), Image.Resampling.LANCZOS)
+    canvas.paste(inner, ((w - inner.width) // 2, h // 20 + (h - h // 20 - inner.height) // 2))
+    return canvas
+
+
+def _crop(image: Image.Image, left: float, top: float, right: float, bottom: float) -> Image.Image:
+    w, h = image.size
+    return image.crop(
+        (round(w * left), round(h * top), round(w * (1 - right)), round(h * (1 - bottom)))
+    )
+
+
+EDITS: dict[str, Callable[[Image.Image], Image.Image]] = {
+    "resize-50": lambda im: im.resize((im.width // 2, im.height // 2), Image.Resampling.LANCZOS),
+    "resize-320": lambda im: ImageOps.contain(im, (320, 320), Image.Resampling.LANCZOS),
+    "crop-4-centre": lambda im: _crop(im, 0.02, 0.02, 0.02, 0.02),
+    "crop-5-corner": lambda im: _crop(im, 0.05, 0.05, 0, 0),
+    "brighter-12": lambda im: ImageEnhance.Brightness(im).enhance(1.12),
+    "darker-12": lambda im: ImageEnhance.Brightness(im).enhance(0.88),
+    "screenshot": _screenshot,
+}
+VARIANTS = ["copy", "jpeg-q40", *EDITS, "exif-rotated"]
+
+
+def build_corpus(folder: Path) -> dict[Path, str]:
+    """Write the corpus; returns each file's picture (files of one picture are duplicates)."""
+    truth: dict[Path, str] = {}
+    for photo in photos():
+        with Image.open(photo) as im:
+            image = ImageOps.contain(im.convert("RGB"), (LONG_SIDE, LONG_SIDE))
+        original = folder / f"{photo.stem}.jpg"
+        image.save(original, quality=92)
+        truth[original] = photo.stem
+        variants = folder / "edited"
+        variants.mkdir(exist_ok=True)
+        for variant in VARIANTS:
+            path = variants / f"{photo.stem}--{variant}.jpg"
+            if variant == "copy":
+                shutil.copy(original, path)
+            elif variant == "jpeg-q40":
+                image.save(path, quality=40)
+            elif variant == "exif-rotated":
+                _exif_rotated(image, path)
+            else:
+                EDITS[variant](image).save(path, quality=90)
+            truth[path] = photo.stem
+        # Its quadrants are distinct pictures: same colours and textures, not copies.
+        quadrants = folder / "quadrants"
+        quadrants.mkdir(exist_ok=True)
+        w, h = image.size
+        for q, (x, y) in enumerate([(0, 0), (1, 0), (0, 1), (1, 1)]):
+            path = quadrants / f"{photo.stem}--q{q}.jpg"
+            image.crop((x * w // 2, y * h // 2, (x + 1) * w // 2, (y + 1) * h // 2)).save(
+                path, quality=90
+            )
+            truth[path] = f"{photo.stem}--q{q}"
+    return truth
+
+
+def photon_table(files: list[Path], db: Path) -> tuple[ImageTable, float]:
+    """A table of the files with their hashes computed as `photon index` does."""
+    start = time.perf_counter()
+    columns: dict[str, list] = {name: [] for name in image_schema(4, "m", "m").names}
+    for path in files:
+        data = path.read_bytes()
+        decoded = decode(data, max_pixels=200_000_000, draft=DRAFT)
+        stat = path.stat()
+        row = dict(
+            path=str(path),
+            content_hash=content_hash(data),
+            phash=list(phash(decoded.image)),
+            file_size=stat.st_size,
+            mtime_ns=stat.st_mtime_ns,
+            width=decoded.info.width,
+            height=decoded.info.height,
+            format=decoded.info.format,
+            taken_at=None,
+            camera=None,
+            latitude=None,
+            longitude=None,
+            model="m",
+            embedding=[1.0, 0.0, 0.0, 0.0],
+            indexed_at=datetime.now(timezone.utc),
+        )
+        for name, value in row.items():
+            columns[name].append(value)
+    elapsed = time.perf_counter() - start
+    table = ImageTable.create(db, 4, "m", "m")
+    table.table.add(pa.table(columns, schema=table.schema))
+    return table, elapsed
+
+
+def imagededup_phash() -> type:
+    """imagededup's PHash class, importing only its hashing code: its package __init__
+    files import the CNN and plotting modules (torch, torchvision, matplotlib)."""
+    import imagededup
+
+    root = Path(imagededup.__file__).parent
+    for name in ("methods", "utils"):
+        package = types.ModuleType(f"imagededup.{name}")
+        package.__path__ = [str(root / name)]
+        sys.modules[f"imagededup.{name}"] = package
+    return importlib.import_module("imagededup.methods.hashing").PHash
+
+
+def _pairs_of_groups(groups: list[list[str]]) -> set[tuple[str, str]]:
+    return {tuple(sorted(p)) for g in groups for p in combinations(g, 2)}
+
+
+def _clusters(edges: list[tuple[str, str]]) -> list[list[str]]:
+    parent: dict[str, str] = {}
+
+    def root(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            x = parent[x]
+        return x
+
+    for a, b in edges:
+        parent[root(a)] = root(b)
+    clusters: dict[str, list[str]] = {}
+    for x in parent:
+        clusters.setdefault(root(x), []).append(x)
+    return list(clusters.values())
+
+
+def _scores(found: set[tuple[str, str]], truth: dict[str, str]) -> tuple[float, float, float]:
+    sizes = Counter(truth.values())
+    positives = sum(n * (n - 1) // 2 for n in sizes.values())
+    hits = sum(truth[a] == truth[b] for a, b in found)
+    precision = hits / len(found) if found else 1.0
+    recall = hits / positives
+    f1 = 2 * precision * recall / (precision + recall) if hits else 0.0
+    return precision, recall, f1
+
+
+def _per_edit(found: set[tuple[str, str]], truth: dict[str, str]) -> dict[str, float]:
+    """Per variant: the share of photos whose variant was paired with their original."""
+    recall = {}
+    for variant in VARIANTS:
+        pairs = [
+            tuple(sorted((p, p.replace("/edited/", "/").replace(f"--{variant}", ""))))
+            for p in truth
+            if p.endswith(f"--{variant}.jpg")
+        ]
+        recall[variant] = sum(pair in found for pair in pairs) / len(pairs)
+    return recall
+
+
+def quality() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "corpus"
+        corpus.mkdir()
+        truth = {str(p): label for p, label in build_corpus(corpus).items()}
+        files = sorted(map(Path, truth))
+        table, hashing = photon_table(files, Path(tmp) / "db")
+        rows: list[tuple[str, tuple[float, float, float], float, dict[str, float]]] = []
+        for t in THRESHOLDS:
+            start = time.perf_counter()
+            groups = find_duplicates(table, phash_distance=t, similar_cosine=None)
+            elapsed = time.perf_counter() - start
+            edges = [(g.keep, d) for g in groups for d in g.duplicates]
+            found = _pairs_of_groups(_clusters(edges))
+            rows.append((f"photon T={t}", _scores(found, truth), elapsed, _per_edit(found, truth)))
+
+        phasher = imagededup_phash()(verbose=False)
+        start = time.perf_counter()
+        encodings = phasher.encode_images(image_dir=corpus, recursive=True)
+        encoding = time.perf_counter() - start
+        start = time.perf_counter()
+        duplicates = phasher.find_duplicates(
+            encoding_map=encodings, max_distance_threshold=IMAGEDEDUP_THRESHOLD
+        )
+        elapsed = time.perf_counter() - start
+        found = {
+            tuple(sorted((str(corpus / a), str(corpus / b))))
+            for a, others in duplicates.items()
+            for b in others
+        }
+        rows.append(
+            (
+                f"imagededup PHash, threshold {IMAGEDEDUP_THRESHOLD}",
+                _scores(found, truth),
+                elapsed,
+                _per_edit(found, truth),
+            )
+        )
+
+    photographs = len(photos())
+    positives = sum(n * (n - 1) // 2 for n in Counter(truth.values()).values())
+    print(
+        f"Corpus: {photographs} photographs (long side {LONG_SIDE} px) x "
+        f"({len(VARIANTS) + 1} files: original and {', '.join(VARIANTS)}) + "
+        f"{4 * photographs} quadrants as distinct pictures = {len(files)} files, "
+        f"{len(files) * (len(files) - 1) // 2} pairs of which {positives} are duplicates.\n"
+    )
+    print(
+        f"Hashing: photon {hashing:.1f} s (1 process, JPEG draft decode at {DRAFT[0]} px); "
+        f"imagededup {encoding:.1f} s (its default {os.cpu_count()} processes, full decode).\n"
+    )
+    print("| method | precision | recall | F1 | grouping time |")
+    print("|---|---|---|---|---|")
+    for name, (p, r, f), elapsed, _ in rows:
+        print(f"| {name} | {p:.3f} | {r:.3f} | {f:.3f} | {elapsed * 1000:.0f} ms |")
+    print("\nRecall per edit (share of photos whose edited copy is grouped with the original):\n")
+    print("| method | " + " | ".join(VARIANTS) + " |")
+    print("|---" * (len(VARIANTS) + 1) + "|")
+    for name, _, _, per_edit in rows:
+        print(f"| {name} | " + " | ".join(f"{per_edit[v]:.2f}" for v in VARIANTS) + " |")
+
+
+# Scale of the near tier.
+
+
+def clustered_hashes(n: int, seed: int = 0) -> np.ndarray:
+    """n 64-bit hashes: 90 % random, 10 % copies of those with 0-8 bits flipped."""
+    rng = np.random.default_rng(seed)
+    distinct = n - n // 10
+    hashes = rng.integers(0, 2**64, distinct, dtype=np.uint64)
+    sources = hashes[rng.integers(0, distinct, n // 10)]
+    flips = rng.random((n // 10, 64)) < rng.integers(0, 9, (n // 10, 1)) / 64
+    noise = np.packbits(flips, axis=1).view(">u8").reshape(-1).astype(np.uint64)
+    return np.concatenate([hashes, sources ^ noise])
+
+
+def all_pairs_labels(hashes: np.ndarray, max_distance: int) -> np.ndarray:
+    """The baseline: every pair's Hamming distance, 1000 rows at a time, then union-find."""
+    from photon_index.query.dedupe import _components
+
+    found = []
+    for start in range(0, len(hashes), 1000):
+        distance = np.bitwise_count(hashes[start : start + 1000, None] ^ hashes[None, start:])
+        i, j = np.nonzero(distance <= max_distance)
+        upper = j > i
+        found.append(np.stack([i[upper], j[upper]], axis=1) + start)
+    return _components(len(hashes), np.concatenate(found))
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _synthetic_table(hashes: np.ndarray, db: Path) -> ImageTable:
+    """A table of n rows carrying the hashes, as the indexer would store them."""
+    n = len(hashes)
+    table = ImageTable.create(db, 4, "m", "m")
+    paths = pa.array([f"/photos/{i // 1000:04d}/{i:07d}.jpg" for i in range(n)])
+    phash_bytes = pa.array(hashes.astype(">u8").view(np.uint8))
+    columns = {
+        "path": paths,
+        "content_hash": paths,
+        "phash": pa.FixedSizeListArray.from_arrays(phash_bytes, 8),
+        "file_size": pa.array(np.full(n, 2_000_000, dtype=np.int64)),
+        "mtime_ns": pa.array(np.arange(n, dtype=np.int64)),
+        "width": pa.array(np.full(n, 4000, dtype=np.int32)),
+        "height": pa.array(np.full(n, 3000, dtype=np.int32)),
+        "format": pa.array(["JPEG"] * n),
+        "taken_at": pa.nulls(n, pa.timestamp("us")),
+        "camera": pa.nulls(n, pa.string()),
+        "latitude": pa.nulls(n, pa.float64()),
+        "longitude": pa.nulls(n, pa.float64()),
+        "model": pa.array(["m"] * n),
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(np.ones(4 * n, np.float32)), 4),
+        "indexed_at": pa.array(np.zeros(n, dtype="datetime64[us]")).cast(
+            pa.timestamp("us", tz="UTC")
+        ),
+    }
+    table.table.add(pa.table(columns, schema=table.schema))
+    return table
+
+
+def scale_one(method: str, n: int) -> None:
+    """One measurement in this process, printed as JSON (run in a child for its peak RSS)."""
+    hashes = clustered_hashes(n)
+    with tempfile.TemporaryDirectory() as tmp:
+        table = _synthetic_table(hashes, Path(tmp) / "db") if method == "table" else None
+        before = _peak_rss_mib()
+        start = time.perf_counter()
+        if method == "table":
+            groups = len(find_duplicates(table, phash_distance=SCALE_DISTANCE, similar_cosine=None))
+        else:
+            labels = (all_pairs_labels if method == "all-pairs" else _near_labels)(
+                hashes, SCALE_DISTANCE
+            )
+            groups = int((np.bincount(labels) > 1).sum())
+        elapsed = time.perf_counter() - start
+    result = {"method": method, "n": n, "seconds": elapsed, "groups": groups}
+    print(json.dumps({**result, "rss_before_mib": before, "peak_rss_mib": _peak_rss_mib()}))
+
+
+def scale() -> None:
+    runs = [
+        ("all-pairs", 20_000),
+        ("multi-index", 20_000),
+        ("multi-index", 100_000),
+        ("multi-index", 1_000_000),
+        ("table", 100_000),
+        ("table", 1_000_000),
+    ]
+    what = {
+        "all-pairs": "all pairs (numpy, 1000-row blocks)",
+        "multi-index": "`_near_labels`: multi-index hashing + union-find",
+        "table": "`find_duplicates` on a LanceDB table (read + exact + near tiers)",
+    }
+    print(f"Near tier at T = {SCALE_DISTANCE}, hashes 90 % random, 10 % copies 0-8 bits off.\n")
+    print("| method | hashes | time | peak RSS (before the step) | groups |")
+    print("|---|---|---|---|---|")
+    for method, n in runs:
+        child = subprocess.run(
+            [sys.executable, __file__, "scale-one", method, str(n)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        r = json.loads(child.stdout)
+        print(
+            f"| {what[method]} | {n:,} | {r['seconds']:.2f} s | "
+            f"{r['peak_rss_mib']:.0f} MiB ({r['rss_before_mib']:.0f}) | {r['groups']:,} |",
+            flush=True,
+        )
+
+
+# Tier 3: how to find pairs of similar embeddings.
+
+
+def similar(n: int = 20_000, dim: int = 768, queries: int = 200) -> None:
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(n, dim)).astype(np.float32)
+    vectors[n // 2 :] = vectors[: n - n // 2] + rng.normal(0, 0.3, (n - n // 2, dim))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    start = time.perf_counter()
+    pairs = cosine_pairs(vectors, 0.92)
+    product = time.perf_counter() - start
+
+    import lancedb
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db = lancedb.connect(tmp)
+        data = pa.table(
+            {
+                "id": pa.array(np.arange(n)),
+                "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim),
+            }
+        )
+        table = db.create_table("t", data)
+        start = time.perf_counter()
+        for v in vectors[:queries]:
+            (
+                table.search(v, vector_column_name="embedding")
+                .distance_type("cosine")
+                .limit(10)
+                .to_arrow()
+            )
+        per_query = (time.perf_counter() - start) / queries
+
+    print(f"{n:,} unit vectors of {dim} dimensions, cosine >= 0.92 ({len(pairs):,} pairs).\n")
+    print("| method | time for all rows |")
+    print("|---|---|")
+    print(f"| `cosine_pairs`: blocked matrix product (exact) | {product:.1f} s |")
+    print(
+        f"| LanceDB flat query per row, top 10 | {per_query * n:.0f} s "
+        f"(measured {per_query * 1000:.1f} ms/query over {queries}) |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", choices=["fetch", "quality", "scale", "similar", "scale-one"])
+    parser.add_argument("args", nargs="*")
+    args = parser.parse_args()
+    if args.what == "scale-one":
+        scale_one(args.args[0], int(args.args[1]))
+    else:
+        {"fetch": fetch, "quality": quality, "scale": scale, "similar": similar}[args.what]()
+
+
+if __name__ == "__main__":
+    main()

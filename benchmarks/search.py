@@ -1,0 +1,626 @@
+"""Search benchmark: ANN recall@10 and latency against exact search, the row count where
+an ANN index starts to pay, and the wall time of a whole `photon search` process.
+
+    python benchmarks/search.py [--rows 100000 1000000] [--quick] [--pylance-python PY]
+
+Vectors are synthetic but shaped like image embeddings (see `Space`): uniform noise
+would be the known worst case for IVF/PQ and unlike anything a photo library holds.
+Writes benchmarks/results/search.md; tables live under benchmarks/data/ (git-ignored)
+and are deleted at the end unless --keep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from lancedb.index import HnswSq, IvfPq
+
+from photon_index.store.table import ImageTable
+
+DATE = "2026-11-23"
+ROOT = Path(__file__).resolve().parent
+DATA = ROOT / "data" / "search"
+RESULTS = ROOT / "results" / "search.md"
+TINY_BUNDLED = ROOT.parent / "photon_index" / "models" / "bundled" / "siglip-tiny-shapes"
+TINY_FALLBACK = Path("/tmp/tiny-bench")  # the tiny model's training output, until bundled
+DIM = 768
+K = 10
+CENTRES = 4096
+SEED = 7
+COLUMNS = ["path", "taken_at", "width", "height", "_distance"]  # what Searcher selects
+# `--in FOLDER` filters as Searcher writes them: (SQL, rows kept). Folders are spread
+# evenly over the clusters, so a filter is unrelated to content: the hard case for IVF.
+FILTERS: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
+    "10 %": ("starts_with(path, '/photos/3/')", lambda ids: ids % 10 == 3),
+    "1 %": ("starts_with(path, '/photos/3/43/')", lambda ids: ids % 100 == 43),
+}
+
+
+# --- data -------------------------------------------------------------------------------
+
+
+class Space:
+    """A mixture of CENTRES Gaussian clusters with lognormal sizes, around a common
+    offset, with a power-law spectrum in a random basis, L2-normalised: like real
+    embeddings, a query's 10th neighbour sits at cosine ~0.85 while unrelated pictures
+    still share a cosine of ~0.2, and a few hundred directions carry most variance."""
+
+    def __init__(self, dim: int, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.rotation = np.linalg.qr(rng.standard_normal((dim, dim)))[0].astype(np.float32)
+        spectrum = np.arange(1, dim + 1, dtype=np.float32) ** -0.5
+        self.spectrum = spectrum / np.linalg.norm(spectrum)
+        offset = rng.standard_normal(dim).astype(np.float32)
+        self.offset = 0.6 * offset / np.linalg.norm(offset)
+        self.centres = self._shaped(CENTRES)
+        weights = rng.lognormal(0.0, 1.0, CENTRES)
+        self.weights = weights / weights.sum()
+
+    def _shaped(self, n: int) -> np.ndarray:
+        noise = self.rng.standard_normal((n, len(self.spectrum)), dtype=np.float32)
+        return (noise * self.spectrum) @ self.rotation
+
+    def draw(self, n: int, chunk: int = 100_000) -> np.ndarray:
+        out = np.empty((n, len(self.spectrum)), dtype=np.float32)
+        for start in range(0, n, chunk):
+            m = min(chunk, n - start)
+            labels = self.rng.choice(CENTRES, m, p=self.weights)
+            x = self.offset + self.centres[labels] + 0.5 * self._shaped(m)
+            out[start : start + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        return out
+
+
+def path_of(i: int) -> str:
+    return f"/photos/{i % 10}/{i % 100:02d}/{i:07d}.jpg"
+
+
+def id_of(path: str) -> int:
+    return int(path[-11:-4])
+
+
+def arrow_rows(start: int, vectors: np.ndarray, schema: pa.Schema) -> pa.Table:
+    """Rows with real embeddings and cheap but valid values everywhere else."""
+    n, dim = vectors.shape
+    ids = range(start, start + n)
+    now = np.full(n, np.datetime64(datetime.now(timezone.utc).replace(tzinfo=None), "us"))
+    columns = {
+        "path": pa.array([path_of(i) for i in ids]),
+        "content_hash": pa.array([f"{i:064x}" for i in ids]),
+        "phash": pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(n * 8, np.uint8)), 8),
+        "file_size": pa.array(np.full(n, 2_000_000, np.int64)),
+        "mtime_ns": pa.array(np.arange(start, start + n, dtype=np.int64) * 10**9),
+        "width": pa.array(np.full(n, 4032, np.int32)),
+        "height": pa.array(np.full(n, 3024, np.int32)),
+        "format": pa.array(["JPEG"] * n),
+        "model": pa.array([schema.metadata[b"photon.model"].decode()] * n),
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim),
+        "indexed_at": pa.array(now).cast(pa.timestamp("us", tz="UTC")),
+    }
+    arrays = [columns.get(f.name, pa.nulls(n, f.type)) for f in schema]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def write_table(db: Path, vectors: np.ndarray, model: str, model_ref: str) -> ImageTable:
+    shutil.rmtree(db, ignore_errors=True)
+    table = ImageTable.create(db, vectors.shape[1], model, model_ref)
+    for start in range(0, len(vectors), 100_000):
+        table.table.add(arrow_rows(start, vectors[start : start + 100_000], table.schema))
+    return table
+
+
+def exact_top(
+    vectors: np.ndarray, queries: np.ndarray, keep: Callable[[np.ndarray], np.ndarray] | None = None
+) -> np.ndarray:
+    """Ids of each query's K nearest by cosine (the vectors are unit length), among the
+    rows keep() selects by id."""
+    ids = np.arange(len(vectors))
+    if keep is not None:
+        ids = ids[keep(ids)]
+    scores = np.concatenate(
+        [queries @ vectors[ids[s : s + 200_000]].T for s in range(0, len(ids), 200_000)], axis=1
+    )
+    return ids[np.argpartition(-scores, K, axis=1)[:, :K]]
+
+
+# --- queries ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Probe:
+    nprobes: int = 20
+    refine: int | None = None
+    ef: int | None = None
+    flat: bool = False
+
+    def label(self) -> str:
+        if self.flat:
+            return "flat (exact)"
+        parts = [f"nprobes {self.nprobes}"]
+        parts += [f"refine {self.refine}"] if self.refine else []
+        parts += [f"ef {self.ef}"] if self.ef else []
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Measured:
+    recall: float
+    p50_ms: float
+    p95_ms: float
+
+
+def search_ids(table: ImageTable, vector: np.ndarray, probe: Probe, where: str | None) -> list[int]:
+    """The query Searcher.search runs, parameterised."""
+    query = table.table.search(vector, vector_column_name="embedding").distance_type("cosine")
+    if probe.flat:
+        query = query.bypass_vector_index()
+    else:
+        query = query.nprobes(probe.nprobes)
+        if probe.refine:
+            query = query.refine_factor(probe.refine)
+        if probe.ef:
+            query = query.ef(probe.ef)
+    query = query.select(COLUMNS).limit(K)
+    if where:
+        query = query.where(where, prefilter=True)
+    return [id_of(p) for p in query.to_arrow().column("path").to_pylist()]
+
+
+def measure(
+    table: ImageTable,
+    queries: np.ndarray,
+    exact: np.ndarray,
+    probe: Probe,
+    where: str | None = None,
+) -> Measured:
+    for vector in queries[:10]:  # warm: index and column pages in cache, code paths hot
+        search_ids(table, vector, probe, where)
+    latencies, hits = [], 0
+    for vector, truth in zip(queries, exact, strict=True):
+        start = time.perf_counter()
+        found = search_ids(table, vector, probe, where)
+        latencies.append(time.perf_counter() - start)
+        hits += len(set(found) & set(truth.tolist()))
+    ms = np.array(latencies) * 1000
+    return Measured(hits / exact.size, float(np.percentile(ms, 50)), float(np.percentile(ms, 95)))
+
+
+# --- indices ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    label: str
+    build: Callable[[ImageTable], None]
+    probes: list[Probe]
+
+
+def ivf_pq(rows_per_partition: int, sub: int) -> Callable[[ImageTable], None]:
+    def build(table: ImageTable) -> None:
+        parts = max(1, table.count() // rows_per_partition)
+        config = IvfPq(distance_type="cosine", num_partitions=parts, num_sub_vectors=sub)
+        table.table.create_index("embedding", config=config, replace=True)
+
+    return build
+
+
+def hnsw_sq(rows_per_partition: int) -> Callable[[ImageTable], None]:
+    def build(table: ImageTable) -> None:
+        parts = max(1, table.count() // rows_per_partition)
+        config = HnswSq(distance_type="cosine", num_partitions=parts)
+        table.table.create_index("embedding", config=config, replace=True)
+
+    return build
+
+
+def photon_current(table: ImageTable) -> None:
+    table.build_vector_index(4096)
+
+
+def index_specs(rows: int) -> dict[str, IndexSpec]:
+    hnsw_rows = 250_000  # one HNSW graph per ~250k rows keeps training memory bounded
+    graphs = max(1, rows // hnsw_rows)
+    return {
+        "pq96": IndexSpec(
+            "IVF_PQ, rows/4096 partitions, 96 sub-vectors (photon today)",
+            photon_current,
+            [Probe(20), Probe(10, 10), Probe(20, 10), Probe(50, 10), Probe(20, 30)],
+        ),
+        "pq48": IndexSpec(
+            "IVF_PQ, rows/4096 partitions, 48 sub-vectors",
+            ivf_pq(4096, 48),
+            [Probe(20, 10), Probe(50, 10), Probe(20, 30)],
+        ),
+        "pq96-1024": IndexSpec(
+            "IVF_PQ, rows/1024 partitions, 96 sub-vectors",
+            ivf_pq(1024, 96),
+            [Probe(20, 10), Probe(50, 10), Probe(100, 10)],
+        ),
+        "hnsw": IndexSpec(
+            f"IVF_HNSW_SQ, rows/{hnsw_rows:,} partitions, m 20, ef_construction 300",
+            hnsw_sq(hnsw_rows),
+            [*(Probe(graphs, ef=ef) for ef in (20, 50, 100)), Probe(graphs, 10, 50)],
+        ),
+    }
+
+
+def index_bytes(db: Path) -> int:
+    folder = db / "images.lance" / "_indices"
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+# --- sections ---------------------------------------------------------------------------
+
+
+def ann_section(
+    vectors: np.ndarray, queries: np.ndarray, rows: int, indices: list[str]
+) -> list[str]:
+    db = DATA / f"ann-{rows}"
+    base = vectors[:rows]
+    started = time.perf_counter()
+    table = write_table(db, base, "siglip-base-patch16-224", "siglip-base-patch16-224")
+    written = time.perf_counter() - started
+    exact = exact_top(base, queries)
+    lines = [
+        f"Table written in {written:.0f} s. Exact = numpy brute force on the same vectors.",
+        "",
+        "| index | build s | index MB | query | recall@10 | p50 ms | p95 ms |",
+        "|---|---:|---:|---|---:|---:|---:|",
+    ]
+    few = slice(0, 50)  # flat search of a million rows is slow: fewer queries suffice
+    flat = measure(table, queries[few], exact[few], Probe(flat=True))
+    lines.append(_row("none", "", "", Probe(flat=True), flat))
+    for spec in (index_specs(rows)[key] for key in indices):
+        started = time.perf_counter()
+        spec.build(table)
+        built = time.perf_counter() - started
+        label, cells = spec.label, (f"{built:.0f}", f"{index_bytes(db) / 2**20:.0f}")
+        for probe in spec.probes:
+            lines.append(_row(label, *cells, probe, measure(table, queries, exact, probe)))
+            print(lines[-1], flush=True)
+            label, cells = "", ("", "")
+        if spec.build is photon_current:
+            lines += _filtered_rows(table, base, queries, Probe(20, 10))
+    shutil.rmtree(db, ignore_errors=True)
+    return [*lines, ""]
+
+
+def _filtered_rows(
+    table: ImageTable, base: np.ndarray, queries: np.ndarray, probe: Probe
+) -> list[str]:
+    rows = []
+    for name, (where, keep) in FILTERS.items():
+        exact = exact_top(base, queries, keep)
+        label = f"same, prefilter `--in` {name} of rows"
+        rows.append(_row(label, "", "", probe, measure(table, queries, exact, probe, where)))
+        print(rows[-1], flush=True)
+    return rows
+
+
+def _row(index: str, built: str, size: str, probe: Probe, m: Measured) -> str:
+    return f"| {index} | {built} | {size} | {probe.label()} | {m.recall:.3f} | {m.p50_ms:.1f} | {m.p95_ms:.1f} |"
+
+
+def threshold_section(
+    vectors: np.ndarray, queries: np.ndarray, sizes: list[int], probe: Probe
+) -> list[str]:
+    lines = [
+        "| rows | flat p50 ms | flat p95 ms | ANN build s | ANN recall@10 | ANN p50 ms | ANN p95 ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for rows in sizes:
+        db = DATA / f"threshold-{rows}"
+        base = vectors[:rows]
+        table = write_table(db, base, "siglip-base-patch16-224", "siglip-base-patch16-224")
+        exact = exact_top(base, queries)
+        flat = measure(table, queries, exact, Probe(flat=True))
+        assert flat.recall > 0.999, f"flat search is not exact: {flat.recall}"
+        started = time.perf_counter()
+        photon_current(table)
+        built = time.perf_counter() - started
+        ann = measure(table, queries, exact, probe)
+        lines.append(
+            f"| {rows:,} | {flat.p50_ms:.1f} | {flat.p95_ms:.1f} | {built:.1f} | "
+            f"{ann.recall:.3f} | {ann.p50_ms:.1f} | {ann.p95_ms:.1f} |"
+        )
+        print(lines[-1], flush=True)
+        shutil.rmtree(db, ignore_errors=True)
+    return [*lines, ""]
+
+
+# --- the CLI ----------------------------------------------------------------------------
+
+_PHASES = r"""
+import sys, time
+t0 = time.perf_counter()
+def mark(name):
+    global t0
+    now = time.perf_counter()
+    print(f"{name}\t{(now - t0) * 1000:.1f}")
+    t0 = now
+import photon_index.cli
+mark("import photon_index.cli (typer, config)")
+from photon_index.index import Index
+mark("import photon_index.index (lancedb, pyarrow)")
+index = Index(sys.argv[1])
+table = index.table()
+mark("open the table")
+model = index.load_model(table.model_ref)
+mark("find the model, check files")
+from photon_index.embed import TextEncoder
+from photon_index.query.search import Searcher
+mark("import embed, query.search (onnxruntime, tokenizers)")
+encoder = TextEncoder(model, device=index.settings.model.device, threads=0)
+mark("load the text tower")
+vector = encoder.encode(["a red circle"])[0]
+mark("encode the query")
+query = (
+    table.table.search(vector, vector_column_name="embedding").distance_type("cosine")
+    .nprobes(index.settings.search.nprobes).refine_factor(index.settings.search.refine_factor)
+    .select(["path", "taken_at", "width", "height", "_distance"]).limit(10)
+)
+rows = query.to_arrow().to_pylist()
+mark("ANN query (IVF_PQ, nprobes 20, refine 10)")
+"""
+
+
+def cli_section(runs: int, pylance_python: str | None) -> list[str]:
+    model_ref = str(TINY_BUNDLED if (TINY_BUNDLED / "photon.json").is_file() else TINY_FALLBACK)
+    db = DATA / "cli-100k"
+    vectors = Space(128, np.random.default_rng(SEED)).draw(100_000)
+    table = write_table(db, vectors, "siglip-tiny-shapes", model_ref)
+    table.build_vector_index(4096)  # what `photon index` builds above ann_threshold
+    env = {**os.environ, "PHOTON_HOME": tempfile.mkdtemp(prefix="photon-bench-home-")}
+    command = ["photon", "search", "a red circle", "--db", str(db)]
+    subprocess.run(command, env=env, check=True, capture_output=True)  # page cache warm
+    walls = [_wall(command, env) for _ in range(runs)]
+    python = _wall([sys.executable, "-c", "pass"], env)
+    lines = [
+        f"Table: 100,000 rows, 128-d, model `siglip-tiny-shapes` loaded from `{model_ref}`, "
+        "IVF_PQ built by `ImageTable.build_vector_index(4096)`.",
+        "",
+        f"`{' '.join(command[:3])} --db DB`: median {statistics.median(walls):.2f} s over "
+        f"{runs} runs (min {min(walls):.2f}, max {max(walls):.2f}); bare `python -c pass`: {python:.2f} s.",
+        "",
+        "Phases in one fresh process (median of runs, ms):",
+        "",
+        "| phase | ms |",
+        "|---|---:|",
+    ]
+    phases = [_phases(db, env) for _ in range(runs)]
+    for name in phases[0]:
+        lines.append(f"| {name} | {statistics.median(p[name] for p in phases):.0f} |")
+    lines += [
+        "",
+        "Largest cumulative imports of `import photon_index.index` (`python -X importtime`, ms):",
+        "",
+    ]
+    lines += _importtime(
+        [sys.executable, "-X", "importtime", "-c", "import photon_index.index"], env
+    )
+    if pylance_python:
+        lines += ["", *_pylance(db, pylance_python, env, runs)]
+    shutil.rmtree(db, ignore_errors=True)
+    return [*lines, ""]
+
+
+def _wall(command: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, env=env, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def _phases(db: Path, env: dict[str, str]) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, "-c", _PHASES, str(db)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return {name: float(ms) for name, ms in (line.split("\t") for line in out.splitlines())}
+
+
+def _importtime(command: list[str], env: dict[str, str], top: int = 8) -> list[str]:
+    err = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stderr
+    rows = []
+    for line in err.splitlines()[1:]:
+        _, cumulative, name = (part.strip() for part in line.split("|"))
+        rows.append((int(cumulative) / 1000, name))
+    wanted = (
+        "lancedb",
+        "lance_namespace",
+        "pyarrow",
+        "numpy",
+        "typer",
+        "photon_index.config",
+        "pydantic",
+    )
+    picked = [r for r in rows if r[1] in wanted or r[1].startswith("photon_index.")]
+    picked = sorted(picked, reverse=True)[:top]
+    return ["| module | ms |", "|---|---:|", *(f"| {name} | {ms:.0f} |" for ms, name in picked)]
+
+
+_PYLANCE = r"""
+import json, sys, time
+t = time.perf_counter()
+import lance
+import_s = time.perf_counter() - t
+import numpy as np
+ds = lance.dataset(sys.argv[1] + "/images.lance")
+vectors = np.array(json.loads(sys.argv[2]), dtype=np.float32)
+def query(v, where):
+    return ds.to_table(
+        columns=["path", "taken_at", "width", "height"], filter=where, prefilter=True,
+        nearest={"column": "embedding", "q": v, "k": 10, "metric": "cosine",
+                 "nprobes": 20, "refine_factor": 10},
+    ).column("path").to_pylist()
+first = time.perf_counter(); query(vectors[0], None); first = time.perf_counter() - first
+out = {"import_s": import_s, "first_query_s": first, "storage": ds.data_storage_version,
+       "lance_namespace_loaded": "lance_namespace" in sys.modules,
+       "paths": [[query(v, w) for v in vectors] for w in (None, "starts_with(path, '/photos/3/')")]}
+print(json.dumps(out))
+"""
+
+
+def _pylance(db: Path, python: str, env: dict[str, str], runs: int) -> list[str]:
+    """Can pylance alone open photon's table and answer the same query, and how fast?"""
+    table = ImageTable.open(db)
+    queries = Space(128, np.random.default_rng(SEED + 1)).draw(20)
+    ours = [
+        [[path for path in _paths(table, v, w)] for v in queries]
+        for w in (None, FILTERS["10 %"][0])
+    ]
+    results = [
+        json.loads(
+            subprocess.run(
+                [python, "-c", _PYLANCE, str(db), json.dumps(queries.tolist())],
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+        )
+        for _ in range(runs)
+    ]
+    same = results[0]["paths"] == ours
+    version = subprocess.run(
+        [python, "-c", "import lance; print(lance.__version__)"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return [
+        f"pylance {version} (`{python}`) on the same table: storage format "
+        f"{results[0]['storage']}, `import lance` median "
+        f"{statistics.median(r['import_s'] for r in results) * 1000:.0f} ms, first query "
+        f"{statistics.median(r['first_query_s'] for r in results) * 1000:.0f} ms, "
+        f"lance_namespace imported: {results[0]['lance_namespace_loaded']}; "
+        f"top-10 identical to lancedb's for 20 queries, unfiltered and with a prefilter: {same}.",
+    ]
+
+
+def _paths(table: ImageTable, vector: np.ndarray, where: str | None) -> list[str]:
+    query = (
+        table.table.search(vector, vector_column_name="embedding")
+        .distance_type("cosine")
+        .nprobes(20)
+        .refine_factor(10)
+        .select(COLUMNS)
+        .limit(K)
+    )
+    if where:
+        query = query.where(where, prefilter=True)
+    return query.to_arrow().column("path").to_pylist()
+
+
+# --- main -------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--quick", action="store_true", help="fewer queries, sizes and indices")
+    parser.add_argument("--sections", nargs="+", default=["threshold", "ann", "cli"])
+    parser.add_argument("--indices", nargs="+", default=list(index_specs(1)))
+    parser.add_argument("--pylance-python", help="an interpreter with pylance, to compare")
+    parser.add_argument("--keep", action="store_true", help="keep the tables in benchmarks/data")
+    args = parser.parse_args(argv)
+    command = " ".join(["python benchmarks/search.py", *(argv or sys.argv[1:])])
+    n_queries = 50 if args.quick else 200
+    sizes = [10_000, 50_000] if args.quick else [10_000, 50_000, 100_000, 200_000]
+    indices = [i for i in args.indices if not (args.quick and i == "hnsw")]
+    space = Space(DIM, np.random.default_rng(SEED))
+    vectors = space.draw(max([*args.rows, sizes[-1]]) if args.sections != "cli" else 0)
+    queries = space.draw(n_queries)  # held out: same distribution, in no table
+    sections: dict[str, Callable[[], list[str]]] = {}
+    if "threshold" in args.sections:
+        sections["Flat vs ANN by table size (768-d)"] = lambda: threshold_section(
+            vectors, queries, sizes, Probe(20, 10)
+        )
+    for rows in args.rows if "ann" in args.sections else []:
+        sections[f"ANN at {rows:,} rows (768-d)"] = partial(
+            ann_section, vectors, queries, rows, indices
+        )
+    if "cli" in args.sections:
+        runs = 3 if args.quick else 7
+        sections["`photon search` wall time, 100k rows"] = partial(
+            cli_section, runs, args.pylance_python
+        )
+    header = [
+        "# Search benchmark",
+        "",
+        f"Date: {DATE}. Machine: {machine()}. The machine is shared with other jobs, so",
+        "absolute times vary between runs: compare rows within one section (one run).",
+        "",
+        f"Data: {CENTRES} Gaussian clusters (lognormal sizes) around a common offset, with a",
+        "power-law spectrum (variance along direction i ~ 1/i) in a random basis, L2-normalised;",
+        f"{n_queries} held-out queries from the same distribution; {_similarity(vectors, queries)}.",
+        "",
+    ]
+    blocks = _previous_blocks()
+    for title, run in sections.items():
+        load, started = _load(), time.perf_counter()
+        body = run()
+        stamp = (
+            f"`{command}`: {time.perf_counter() - started:.0f} s, "
+            f"load average {load} at start, {_load()} at end."
+        )
+        blocks[title] = "\n".join([f"## {title}", "", stamp, "", *body])
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text("\n".join([*header, *(blocks[t] for t in sorted(blocks, key=_order))]))
+    if not args.keep:
+        shutil.rmtree(DATA, ignore_errors=True)
+    print(f"wrote {RESULTS}")
+
+
+def _previous_blocks() -> dict[str, str]:
+    """Sections of the last results file, so one run can redo a single section."""
+    if not RESULTS.is_file():
+        return {}
+    parts = RESULTS.read_text().split("\n## ")[1:]
+    return {part.split("\n", 1)[0]: "## " + part.rstrip("\n") + "\n" for part in parts}
+
+
+def _order(title: str) -> tuple[int, int]:
+    rows = int("".join(c for c in title.split(" rows")[0] if c.isdigit()) or 0)
+    kind = 0 if title.startswith("Flat") else 1 if title.startswith("ANN") else 2
+    return kind, rows
+
+
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def machine() -> str:
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{platform.machine()}, {os.cpu_count()} cores, {memory:.0f} GiB RAM"
+
+
+def _similarity(vectors: np.ndarray, queries: np.ndarray) -> str:
+    scores = queries @ vectors.T
+    top = -np.sort(-scores, axis=1)[:, :K]
+    return (
+        f"mean cosine of a query to its 1st / 10th nearest of 100k rows {top[:, 0].mean():.2f} / "
+        f"{top[:, -1].mean():.2f}, to a random row {scores.mean():.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
