@@ -29,10 +29,12 @@ import time
 import types
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from itertools import combinations
 from pathlib import Path
 
+import lancedb
 import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageEnhance, ImageOps
@@ -40,6 +42,7 @@ from PIL import Image, ImageEnhance, ImageOps
 from photon_index.decode import decode
 from photon_index.hashing import content_hash, phash
 from photon_index.query.dedupe import (
+    _components,
     _near_labels,
     cosine_pairs,
     find_duplicates,
@@ -111,6 +114,7 @@ DRAFT = (224, 224)  # what `photon index` decodes JPEGs at for siglip-base-patch
 THRESHOLDS = (0, 2, 4, 6, 8, 10, 12)
 IMAGEDEDUP_THRESHOLD = 10  # PHash.find_duplicates' default max_distance_threshold
 SCALE_DISTANCE = 6
+TILE_GRID = 6  # tiles per side of each photo, as distinct pictures for false-match rates
 
 
 def fetch() -> None:
@@ -301,21 +305,81 @@ def _per_edit(found: set[tuple[str, str]], truth: dict[str, str]) -> dict[str, f
     return recall
 
 
+@dataclass(frozen=True)
+class Measured:
+    name: str
+    scores: tuple[float, float, float]  # precision, recall, F1 over the corpus's pairs
+    seconds: float  # grouping, hashes given
+    per_edit: dict[str, float]
+    false_matches: np.ndarray  # bool per pair of tiles of different photos
+
+
+def tiles() -> tuple[list[Image.Image], np.ndarray]:
+    """Each photo cut into TILE_GRID x TILE_GRID tiles, and the photo each tile comes from. Tiles
+    of different photos are distinct pictures: many more negative pairs than photos."""
+    cut, source = [], []
+    for i, photo in enumerate(photos()):
+        with Image.open(photo) as im:
+            image = ImageOps.contain(im.convert("RGB"), (LONG_SIDE, LONG_SIDE))
+        w, h = image.size
+        for x in range(TILE_GRID):
+            for y in range(TILE_GRID):
+                box = (
+                    x * w // TILE_GRID,
+                    y * h // TILE_GRID,
+                    (x + 1) * w // TILE_GRID,
+                    (y + 1) * h // TILE_GRID,
+                )
+                cut.append(image.crop(box))
+                source.append(i)
+    return cut, np.array(source)
+
+
+def _cross_photo_distances(hashes: list[int], source: np.ndarray) -> np.ndarray:
+    values = np.array(hashes, dtype=np.uint64)
+    i, j = np.triu_indices(len(values), 1)
+    cross = source[i] != source[j]
+    return np.bitwise_count(values[i[cross]] ^ values[j[cross]])
+
+
+def library_f1(measured: Measured, photos: int, edited: float = 0.1) -> float:
+    """Expected F1 over pairs for a library of `photos` distinct pictures, `edited` of
+    which have one near-duplicate copy (an edit drawn uniformly from the corpus's):
+    true pairs grow with the library, false ones with its square."""
+    near = [v for v in VARIANTS if v != "copy"]
+    copies = photos * edited
+    found = copies * float(np.mean([measured.per_edit[v] for v in near]))
+    false = measured.false_matches.mean() * (photos + copies) * (photos + copies - 1) / 2
+    return 2 * found / (2 * found + false + (copies - found))
+
+
 def quality() -> None:
+    tile_images, source = tiles()
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus"
         corpus.mkdir()
         truth = {str(p): label for p, label in build_corpus(corpus).items()}
         files = sorted(map(Path, truth))
         table, hashing = photon_table(files, Path(tmp) / "db")
-        rows: list[tuple[str, tuple[float, float, float], float, dict[str, float]]] = []
+        tile_distances = _cross_photo_distances(
+            [int.from_bytes(phash(t), "big") for t in tile_images], source
+        )
+        results = []
         for t in THRESHOLDS:
             start = time.perf_counter()
             groups = find_duplicates(table, phash_distance=t, similar_cosine=None)
             elapsed = time.perf_counter() - start
             edges = [(g.keep, d) for g in groups for d in g.duplicates]
             found = _pairs_of_groups(_clusters(edges))
-            rows.append((f"photon T={t}", _scores(found, truth), elapsed, _per_edit(found, truth)))
+            results.append(
+                Measured(
+                    f"photon T={t}",
+                    _scores(found, truth),
+                    elapsed,
+                    _per_edit(found, truth),
+                    tile_distances <= t,
+                )
+            )
 
         phasher = imagededup_phash()(verbose=False)
         start = time.perf_counter()
@@ -331,12 +395,16 @@ def quality() -> None:
             for a, others in duplicates.items()
             for b in others
         }
-        rows.append(
-            (
+        tile_hashes = [
+            int(phasher.encode_image(image_array=np.asarray(t)), 16) for t in tile_images
+        ]
+        results.append(
+            Measured(
                 f"imagededup PHash, threshold {IMAGEDEDUP_THRESHOLD}",
                 _scores(found, truth),
                 elapsed,
                 _per_edit(found, truth),
+                _cross_photo_distances(tile_hashes, source) <= IMAGEDEDUP_THRESHOLD,
             )
         )
 
@@ -354,13 +422,29 @@ def quality() -> None:
     )
     print("| method | precision | recall | F1 | grouping time |")
     print("|---|---|---|---|---|")
-    for name, (p, r, f), elapsed, _ in rows:
-        print(f"| {name} | {p:.3f} | {r:.3f} | {f:.3f} | {elapsed * 1000:.0f} ms |")
+    for m in results:
+        p, r, f = m.scores
+        print(f"| {m.name} | {p:.3f} | {r:.3f} | {f:.3f} | {m.seconds * 1000:.0f} ms |")
+
     print("\nRecall per edit (share of photos whose edited copy is grouped with the original):\n")
     print("| method | " + " | ".join(VARIANTS) + " |")
     print("|---" * (len(VARIANTS) + 1) + "|")
-    for name, _, _, per_edit in rows:
-        print(f"| {name} | " + " | ".join(f"{per_edit[v]:.2f}" for v in VARIANTS) + " |")
+    for m in results:
+        print(f"| {m.name} | " + " | ".join(f"{m.per_edit[v]:.2f}" for v in VARIANTS) + " |")
+
+    pairs = len(results[0].false_matches)
+    print(
+        f"\nFalse matches between distinct pictures: {len(tile_images)} tiles "
+        f"({TILE_GRID}x{TILE_GRID} per photo), {pairs:,} pairs of tiles of different photos. "
+        "Expected F1 for a library where 10 % of the pictures have one edited copy (an "
+        "edit above but copy, uniformly):\n"
+    )
+    print("| method | false pairs | per pair | F1 at 1k | F1 at 10k | F1 at 100k pictures |")
+    print("|---|---|---|---|---|---|")
+    for m in results:
+        f1s = " | ".join(f"{library_f1(m, n):.3f}" for n in (1_000, 10_000, 100_000))
+        rate = m.false_matches.mean()
+        print(f"| {m.name} | {m.false_matches.sum()} | {rate:.1e} | {f1s} |")
 
 
 # Scale of the near tier.
@@ -379,8 +463,6 @@ def clustered_hashes(n: int, seed: int = 0) -> np.ndarray:
 
 def all_pairs_labels(hashes: np.ndarray, max_distance: int) -> np.ndarray:
     """The baseline: every pair's Hamming distance, 1000 rows at a time, then union-find."""
-    from photon_index.query.dedupe import _components
-
     found = []
     for start in range(0, len(hashes), 1000):
         distance = np.bitwise_count(hashes[start : start + 1000, None] ^ hashes[None, start:])
@@ -477,44 +559,69 @@ def scale() -> None:
 # Tier 3: how to find pairs of similar embeddings.
 
 
-def similar(n: int = 20_000, dim: int = 768, queries: int = 200) -> None:
+def unit_vectors(n: int, dim: int = 768) -> np.ndarray:
+    """Random unit vectors, each odd one a noisy copy of the one before (cosine ~0.96)."""
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(n, dim)).astype(np.float32)
-    vectors[n // 2 :] = vectors[: n - n // 2] + rng.normal(0, 0.3, (n - n // 2, dim))
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors[1::2] = vectors[0::2] + rng.normal(0, 0.3, (n // 2, dim))
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
+
+def _seconds_per_query(
+    table: lancedb.table.Table, vectors: np.ndarray, ann: bool, queries: int = 200
+) -> float:
+    def query(v: np.ndarray) -> None:
+        search = table.search(v, vector_column_name="embedding").distance_type("cosine")
+        if ann:  # photon's search settings
+            search = search.nprobes(20).refine_factor(10)
+        search.limit(10).to_arrow()
+
+    for v in vectors[:10]:  # warm up
+        query(v)
     start = time.perf_counter()
-    pairs = cosine_pairs(vectors, 0.92)
+    for v in vectors[10 : 10 + queries]:
+        query(v)
+    return (time.perf_counter() - start) / queries
+
+
+def similar() -> None:
+    small, large = 20_000, 100_000
+    vectors = unit_vectors(large)
+    start = time.perf_counter()
+    pairs = cosine_pairs(vectors[:small], 0.92)
     product = time.perf_counter() - start
-
-    import lancedb
-
     with tempfile.TemporaryDirectory() as tmp:
         db = lancedb.connect(tmp)
-        data = pa.table(
-            {
+        tables = {}
+        for n in (small, large):
+            data = {
                 "id": pa.array(np.arange(n)),
-                "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim),
+                "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors[:n].ravel()), 768),
             }
-        )
-        table = db.create_table("t", data)
+            tables[n] = db.create_table(f"t{n}", pa.table(data))
+        flat = _seconds_per_query(tables[small], vectors, ann=False)
         start = time.perf_counter()
-        for v in vectors[:queries]:
-            (
-                table.search(v, vector_column_name="embedding")
-                .distance_type("cosine")
-                .limit(10)
-                .to_arrow()
-            )
-        per_query = (time.perf_counter() - start) / queries
+        tables[large].create_index(
+            metric="cosine",
+            vector_column_name="embedding",
+            num_partitions=large // 4096,
+            num_sub_vectors=768 // 16,
+        )
+        build = time.perf_counter() - start
+        ann = _seconds_per_query(tables[large], vectors, ann=True)
 
-    print(f"{n:,} unit vectors of {dim} dimensions, cosine >= 0.92 ({len(pairs):,} pairs).\n")
-    print("| method | time for all rows |")
-    print("|---|---|")
-    print(f"| `cosine_pairs`: blocked matrix product (exact) | {product:.1f} s |")
+    print(f"Unit vectors of 768 dimensions, cosine >= 0.92 ({len(pairs):,} pairs at 20k).\n")
+    print("| method | rows | time for every row | scaling |")
+    print("|---|---|---|---|")
+    print(f"| `cosine_pairs`: blocked matrix product (exact) | 20,000 | {product:.1f} s | n² |")
     print(
-        f"| LanceDB flat query per row, top 10 | {per_query * n:.0f} s "
-        f"(measured {per_query * 1000:.1f} ms/query over {queries}) |"
+        f"| LanceDB flat query per row, top 10 | 20,000 | {flat * small:.0f} s "
+        f"({flat * 1000:.1f} ms/query) | n² |"
+    )
+    print(
+        f"| LanceDB IVF-PQ query per row (nprobes 20, refine 10), top 10 | 100,000 | "
+        f"{ann * large:.0f} s ({ann * 1000:.1f} ms/query) + {build:.0f} s index build | "
+        "about n |"
     )
 
 

@@ -209,9 +209,11 @@ class Run:
     optimize: float  # the final table.optimize()
     main_cpu: float  # CPU seconds of the indexing process
     workers_cpu: float  # CPU seconds of its worker processes
-    main_maxrss_mb: float
-    worker_maxrss_mb: float  # the largest worker's
-    tree_rss_mb: float = 0.0  # peak sum over the indexer and its workers, sampled
+    # Peak memory. Not getrusage's ru_maxrss: Linux keeps it across exec, so a spawned
+    # process would report the RSS of the process it was forked from.
+    indexer_peak_mb: float  # VmHWM of the indexing process
+    worker_peak_mb: float = 0.0  # the largest worker's RSS, sampled
+    tree_peak_mb: float = 0.0  # the indexer's and its workers' RSS summed, sampled
 
     @property
     def rate(self) -> float:
@@ -239,7 +241,8 @@ def end_to_end(model: Path, roots: list[Path], args: argparse.Namespace) -> Run:
         shutil.rmtree(home, ignore_errors=True)
     if isinstance(run, str):
         raise RuntimeError(run)
-    return Run(**{**run.__dict__, "tree_rss_mb": peak.mb})
+    workers = [kb for pid, kb in peak.each.items() if pid != proc.pid]
+    return Run(**run, worker_peak_mb=max(workers) / 1024, tree_peak_mb=peak.total / 1024)
 
 
 def _index_child(
@@ -266,7 +269,7 @@ def _index_child(
     me, kids = (resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     run_start = end - report.elapsed
     out.send(
-        Run(
+        dict(
             indexed=report.indexed,
             failed=report.failed,
             elapsed=report.elapsed,
@@ -275,8 +278,7 @@ def _index_child(
             optimize=marks["optimize"],
             main_cpu=me.ru_utime + me.ru_stime,
             workers_cpu=kids.ru_utime + kids.ru_stime,
-            main_maxrss_mb=me.ru_maxrss / 1024,
-            worker_maxrss_mb=kids.ru_maxrss / 1024,
+            indexer_peak_mb=_status_kb(os.getpid(), "VmHWM") / 1024,
         )
     )
 
@@ -304,17 +306,16 @@ def _timed(method: Callable, marks: dict[str, float], name: str) -> Callable:
 
 
 class PeakRss:
-    """Samples the summed RSS of a process and all its descendants from /proc."""
+    """Samples the RSS of a process and all its descendants from /proc: the peak of
+    each (kB, by pid) and of their sum."""
 
     def __init__(self, pid: int, interval: float = 0.1) -> None:
-        self.pid, self.interval, self.peak = pid, interval, 0
+        self.pid, self.interval = pid, interval
+        self.each: dict[int, int] = {}
+        self.total = 0
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
-
-    @property
-    def mb(self) -> float:
-        return self.peak / 1024
 
     def stop(self) -> None:
         self._done.set()
@@ -322,7 +323,10 @@ class PeakRss:
 
     def _sample(self) -> None:
         while not self._done.wait(self.interval):
-            self.peak = max(self.peak, sum(_rss_kb(p) for p in _tree(self.pid)))
+            now = {pid: _status_kb(pid, "VmRSS") for pid in _tree(self.pid)}
+            for pid, kb in now.items():
+                self.each[pid] = max(self.each.get(pid, 0), kb)
+            self.total = max(self.total, sum(now.values()))
 
 
 def _tree(pid: int) -> Iterator[int]:
@@ -335,10 +339,10 @@ def _tree(pid: int) -> Iterator[int]:
         yield from _tree(int(child))
 
 
-def _rss_kb(pid: int) -> int:
+def _status_kb(pid: int, field: str) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
     except OSError:
         pass
@@ -504,19 +508,29 @@ def render(
         "",
         "## Memory as the library grows (tiny model)",
         "",
-        "Peak RSS summed over the indexing process and its workers, sampled every 0.1 s "
-        "from /proc; maxrss from getrusage (RUSAGE_SELF, and RUSAGE_CHILDREN: the largest "
-        "worker).",
+        "Peak RSS of the indexing process and its workers summed, and of the largest "
+        "worker, sampled every 0.1 s from /proc; the indexer's own peak is its VmHWM. "
+        "(getrusage's ru_maxrss is no use here: Linux keeps it across exec, so a spawned "
+        "process reports the size of the one it was forked from.)",
         "",
-        "| images | end to end img/s | peak RSS, all processes MB | indexer maxrss MB "
-        "| largest worker maxrss MB |",
-        "|--:|--:|--:|--:|--:|",
+        "| images | end to end img/s | peak RSS, all processes MB | indexer peak MB "
+        "| largest worker peak MB | indexer CPU ms/img | workers CPU ms/img |",
+        "|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for size, run in zip(context["memory_sizes"], memory, strict=True):
         lines.append(
-            f"| {size} | {run.rate:.1f} | {run.tree_rss_mb:.0f} | {run.main_maxrss_mb:.0f} "
-            f"| {run.worker_maxrss_mb:.0f} |"
+            f"| {size} | {run.rate:.1f} | {run.tree_peak_mb:.0f} | {run.indexer_peak_mb:.0f} "
+            f"| {run.worker_peak_mb:.0f} | {run.main_cpu * 1000 / run.indexed:.1f} "
+            f"| {run.workers_cpu * 1000 / run.indexed:.1f} |"
         )
+    small, large = memory
+    extra = large.indexed - small.indexed
+    lines += [
+        "",
+        "Marginal CPU per image (the difference of the two runs, so fixed start-up costs "
+        f"cancel): indexer {(large.main_cpu - small.main_cpu) * 1000 / extra:.1f} ms, "
+        f"workers {(large.workers_cpu - small.workers_cpu) * 1000 / extra:.1f} ms.",
+    ]
     lines += [
         "",
         f"## Where one image's time goes ({context['cost_files']} corpus files, one core, "
@@ -548,12 +562,12 @@ def main() -> None:
     largest = max(plan.memory_sizes)
     files = first_files(ensure_corpus(largest), largest)
     cost_files = files[:96]
-    print("timing each step on one core ...", flush=True)
-    costs = stage_costs(cost_files, models, args.batch)
     sizes = {"tiny": plan.tiny_images, "base fp32": plan.base_images, "base int8": plan.base_images}
     comparisons = [compare(n, models[n], sizes[n], args, plan.rounds) for n in models]
     print("memory ...", flush=True)
     memory = [end_to_end(models["tiny"], ensure_corpus(n), args) for n in plan.memory_sizes]
+    print("timing each step on one core ...", flush=True)  # last: it loads every model here
+    costs = stage_costs(cost_files, models, args.batch)
     context = {
         "command": " ".join(["python", *sys.argv]),
         "minutes": f"{(time.monotonic() - started) / 60:.0f}",

@@ -108,7 +108,11 @@ class Index:
         return find_duplicates(
             self._existing_table(),
             phash_distance=defaults.phash_distance if phash_distance is None else phash_distance,
-            similar_cosine=(similar_cosine or defaults.similar_cosine) if similar else None,
+            similar_cosine=(
+                (defaults.similar_cosine if similar_cosine is None else similar_cosine)
+                if similar
+                else None
+            ),
         )
 
     def move_duplicates(self, groups: list[DuplicateGroup], destination: Path) -> ActionReport:

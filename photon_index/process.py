@@ -11,6 +11,7 @@ from pathlib import Path
 
 from photon_index.decode import decode, read_bytes
 from photon_index.embed import ImageEncoder
+from photon_index.errors import ImageError, UsageError
 from photon_index.hashing import content_hash, phash, phash_hex
 from photon_index.models import ModelFiles
 
@@ -36,12 +37,16 @@ class ProcessedImage:
 def process_image(
     path: Path, model: ModelFiles, *, device: str, threads: int, max_pixels: int
 ) -> ProcessedImage:
+    if not path.is_file():
+        raise UsageError(f"no such file: {path}")
     encoder = ImageEncoder(model, device=device, threads=threads)
     clock = _Stopwatch()
-    data = read_bytes(path)
-    decoded = decode(
-        data, max_pixels=max_pixels, draft=(encoder.preprocess.width, encoder.preprocess.height)
-    )
+    size = (encoder.preprocess.width, encoder.preprocess.height)
+    try:
+        data = read_bytes(path)
+        decoded = decode(data, max_pixels=max_pixels, draft=size)
+    except ImageError as e:
+        raise ImageError(f"{path}: {e}") from e
     clock.lap("decode")
     digest, perceptual = content_hash(data), phash(decoded.image)
     clock.lap("hash")

@@ -14,7 +14,7 @@ from PIL import Image
 from photon_index.config import Settings
 from photon_index.models import ModelFiles, load_model
 
-TINY = os.environ.get("PHOTON_DEV_TINY", "siglip-tiny-shapes")  # DEV
+TINY = "siglip-tiny-shapes"
 
 
 @pytest.fixture(autouse=True)

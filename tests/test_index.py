@@ -44,7 +44,7 @@ def photos(tmp_path: Path) -> Path:
 def private_model(tmp_path: Path) -> Path:
     """A copy of the tiny model whose files a test may delete."""
     folder = tmp_path / "model"
-    shutil.copytree(Path(TINY) if Path(TINY).is_dir() else BUNDLED_DIR / TINY, folder)  # DEV
+    shutil.copytree(BUNDLED_DIR / TINY, folder)
     return folder
 
 
