@@ -255,7 +255,8 @@ def index_specs(rows: int) -> dict[str, IndexSpec]:
         "hnsw": IndexSpec(
             f"IVF_HNSW_SQ, rows/{hnsw_rows:,} partitions, m 20, ef_construction 300",
             hnsw_sq(hnsw_rows),
-            [*(Probe(graphs, ef=ef) for ef in (20, 50, 100)), Probe(graphs, 10, 50)],
+            # ef must cover limit x refine_factor
+            [*(Probe(graphs, ef=ef) for ef in (20, 50, 100)), Probe(graphs, 10, 100)],
         ),
     }
 
@@ -632,8 +633,8 @@ def main(argv: list[str] | None = None) -> None:
             f"load average {load} at start, {_load()} at end."
         )
         blocks[title] = "\n".join([f"## {title}", "", stamp, "", *body]).rstrip("\n") + "\n"
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join([*header, *(blocks[t] for t in sorted(blocks, key=_order))]))
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)  # after each section: runs are long
+        RESULTS.write_text("\n".join([*header, *(blocks[t] for t in sorted(blocks, key=_order))]))
     if not args.keep:
         shutil.rmtree(DATA, ignore_errors=True)
     print(f"wrote {RESULTS}")

@@ -8,11 +8,14 @@ one image at a time so only the guilty image becomes a failure."""
 from __future__ import annotations
 
 import multiprocessing as mp
+import pickle
 import queue
 import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as wait_for
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
@@ -62,7 +65,11 @@ class _Job:
 class _Worker:
     process: BaseProcess
     inbox: mp.Queue
+    # One pipe per worker, not a shared queue: a worker killed mid-send would hold a
+    # shared queue's lock forever; its own pipe is simply dropped with it.
+    outbox: Connection
     jobs: deque[_Job] = field(default_factory=deque)
+    ready: bool = False  # deadlines run only once the model is loaded
 
 
 class EmbedPool:
@@ -72,7 +79,6 @@ class EmbedPool:
         self._ctx = mp.get_context("spawn")  # fork would copy ONNX Runtime's thread pools
         self._config = config
         self._timeout = timeout
-        self._outbox: mp.Queue = self._ctx.Queue()
         self._workers = [self._start() for _ in range(workers)]
         self._next_id = 0
         self.device = self._wait_ready(len(self._workers))
@@ -99,21 +105,26 @@ class EmbedPool:
     def results(self, wait: bool) -> Iterator[Embedded | Failed]:
         """Results of finished jobs; with wait, block until some progress is made."""
         while True:
-            try:
-                message = self._outbox.get(timeout=_POLL_SECONDS if wait else 0.001)
-            except queue.Empty:
-                reaped = list(self._reap())
-                yield from reaped
-                if not wait or reaped or not self.in_flight:
-                    return
-                continue
-            kind, pid, job_id, payload = message
-            if kind == "error":
-                raise ModelError(payload)
-            if kind == "done":
-                self._finish(pid, job_id)
-                yield from payload
-                wait = False  # now take whatever else is ready, without blocking
+            by_pipe = {w.outbox: w for w in self._workers}
+            ready = wait_for(list(by_pipe), timeout=_POLL_SECONDS if wait else 0)
+            got = False
+            for pipe in ready:
+                message = _receive(pipe)
+                if message is None:
+                    continue  # the worker died; _reap replaces it
+                kind, job_id, payload = message
+                if kind == "error":
+                    raise ModelError(payload)
+                if kind == "ready":
+                    self._started(by_pipe[pipe])
+                if kind == "done":
+                    self._finish(by_pipe[pipe], job_id)
+                    got = True
+                    yield from payload
+            reaped = list(self._reap())
+            yield from reaped
+            if got or reaped or not wait or not self.in_flight:
+                return
 
     def drain(self) -> Iterator[Embedded | Failed]:
         while self.in_flight:
@@ -129,27 +140,30 @@ class EmbedPool:
 
     def _start(self) -> _Worker:
         inbox = self._ctx.Queue()
+        reader, writer = self._ctx.Pipe(duplex=False)
         process = self._ctx.Process(
-            target=_worker_main, args=(self._config, inbox, self._outbox), daemon=True
+            target=_worker_main, args=(self._config, inbox, writer), daemon=True
         )
         process.start()
-        return _Worker(process, inbox)
+        writer.close()  # the child holds the only writing end: EOF when it dies
+        return _Worker(process, inbox, reader)
 
     def _wait_ready(self, count: int) -> str:
         """Block until the first workers have loaded the model; the device they run on."""
-        device = "cpu"
-        while count:
-            try:
-                kind, _pid, _job, payload = self._outbox.get(timeout=_POLL_SECONDS)
-            except queue.Empty:
-                if any(not w.process.is_alive() for w in self._workers):
+        device, waiting = "cpu", [w.outbox for w in self._workers]
+        while waiting:
+            for pipe in wait_for(waiting, timeout=_POLL_SECONDS):
+                message = _receive(pipe)
+                if message is None:
                     self.close()
-                    raise ModelError("an embedding worker exited while loading the model") from None
-                continue
-            if kind == "error":
-                self.close()
-                raise ModelError(payload)
-            device, count = payload, count - 1
+                    raise ModelError("an embedding worker exited while loading the model")
+                kind, _job, payload = message
+                if kind == "error":
+                    self.close()
+                    raise ModelError(payload)
+                device = payload
+                waiting.remove(pipe)
+                next(w for w in self._workers if w.outbox is pipe).ready = True
         return device
 
     def _assign(self, job: _Job) -> None:
@@ -159,13 +173,16 @@ class EmbedPool:
         worker.jobs.append(job)
         worker.inbox.put((job.id, job.paths))
 
-    def _finish(self, pid: int, job_id: int) -> None:
-        for worker in self._workers:
-            if worker.process.pid == pid and worker.jobs and worker.jobs[0].id == job_id:
-                worker.jobs.popleft()
-                if worker.jobs:
-                    worker.jobs[0].started = time.monotonic()
-                return
+    def _started(self, worker: _Worker) -> None:
+        worker.ready = True
+        if worker.jobs:
+            worker.jobs[0].started = time.monotonic()
+
+    def _finish(self, worker: _Worker, job_id: int) -> None:
+        if worker.jobs and worker.jobs[0].id == job_id:
+            worker.jobs.popleft()
+            if worker.jobs:
+                worker.jobs[0].started = time.monotonic()
 
     def _reap(self) -> Iterator[Failed]:
         """Replace workers that died or overran their current job's deadline."""
@@ -174,11 +191,12 @@ class EmbedPool:
             current = worker.jobs[0] if worker.jobs else None
             dead = not worker.process.is_alive()
             budget = self._timeout * len(current.paths) if current else 0.0
-            late = current is not None and now - current.started > budget
+            late = current is not None and worker.ready and now - current.started > budget
             if not (dead or late):
                 continue
             worker.process.kill()
             worker.process.join()
+            worker.outbox.close()
             self._workers[index] = self._start()  # its "ready" is read and ignored later
             if current is None:
                 continue
@@ -191,14 +209,13 @@ class EmbedPool:
                 self._assign(job)
 
 
-def _worker_main(config: WorkerConfig, inbox: mp.Queue, outbox: mp.Queue) -> None:
-    pid = mp.current_process().pid
+def _worker_main(config: WorkerConfig, inbox: mp.Queue, outbox: Connection) -> None:
     try:
         encoder = ImageEncoder(config.model, device=config.device, threads=config.threads)
     except PhotonError as e:
-        outbox.put(("error", pid, 0, str(e)))
+        outbox.send(("error", 0, str(e)))
         return
-    outbox.put(("ready", pid, 0, encoder.device))
+    outbox.send(("ready", 0, encoder.device))
     parent = mp.parent_process()
     while True:
         try:
@@ -210,7 +227,15 @@ def _worker_main(config: WorkerConfig, inbox: mp.Queue, outbox: mp.Queue) -> Non
         if job is None:
             return
         job_id, paths = job
-        outbox.put(("done", pid, job_id, embed_paths(encoder, paths, config.max_pixels)))
+        outbox.send(("done", job_id, embed_paths(encoder, paths, config.max_pixels)))
+
+
+def _receive(pipe: Connection) -> tuple | None:
+    """The next message, or None when the worker died (possibly mid-message)."""
+    try:
+        return pipe.recv()
+    except (EOFError, OSError, pickle.UnpicklingError):
+        return None
 
 
 def embed_paths(
