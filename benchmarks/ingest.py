@@ -36,7 +36,6 @@ from photon_index.config import Settings
 from photon_index.decode import decode, read_bytes
 from photon_index.embed.encoder import ImageEncoder
 from photon_index.hashing import content_hash, phash
-from photon_index.index import Index
 from photon_index.models.installed import read_model_dir
 from photon_index.models.registry import BUNDLED_DIR
 
@@ -83,7 +82,7 @@ class Plan:
     rounds: int  # ceiling/end-to-end pairs per model, alternating which goes first
 
 
-FULL = Plan(base_images=400, tiny_images=2000, memory_sizes=(2000, 10000), rounds=2)
+FULL = Plan(base_images=256, tiny_images=2000, memory_sizes=(2000, 10000), rounds=2)
 QUICK = Plan(base_images=100, tiny_images=500, memory_sizes=(200, 1000), rounds=1)
 
 
@@ -160,9 +159,15 @@ def first_files(roots: list[Path], count: int) -> list[Path]:
 # --- the model's ceiling ---------------------------------------------------------------
 
 
-def ceiling(model: Path, images: int, args: argparse.Namespace) -> float:
-    """Images/s of the vision tower alone on ready-made batches, in the pipeline's layout
-    of processes and threads; model loading and a warm-up batch are not timed."""
+@dataclass(frozen=True)
+class Ceiling:
+    rate: float  # images/s
+    cpu_ms: float  # CPU time per image, which others' load on the machine hardly changes
+
+
+def ceiling(model: Path, images: int, args: argparse.Namespace) -> Ceiling:
+    """The vision tower alone on ready-made batches, in the pipeline's layout of processes
+    and threads; model loading and a warm-up batch are not timed."""
     ctx = mp.get_context("spawn")
     batches = -(-images // (args.workers * args.batch))
     barrier = ctx.Barrier(args.workers)
@@ -178,8 +183,9 @@ def ceiling(model: Path, images: int, args: argparse.Namespace) -> float:
     spans = [receive.recv() for receive, _ in pipes]
     for proc in procs:
         proc.join()
-    elapsed = max(end for _, end in spans) - min(start for start, _ in spans)
-    return batches * args.batch * args.workers / elapsed
+    elapsed = max(end for _, end, _ in spans) - min(start for start, _, _ in spans)
+    total = batches * args.batch * args.workers
+    return Ceiling(total / elapsed, sum(cpu for _, _, cpu in spans) * 1000 / total)
 
 
 def _ceiling_worker(
@@ -190,10 +196,10 @@ def _ceiling_worker(
     pixels = np.random.default_rng(0).uniform(-1, 1, size).astype(np.float32)
     encoder.run(pixels)
     barrier.wait()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(batches):
         encoder.run(pixels)
-    out.send((start, time.perf_counter()))
+    out.send((start, time.perf_counter(), time.process_time() - cpu))
 
 
 # --- end to end ------------------------------------------------------------------------
@@ -223,6 +229,11 @@ class Run:
     def steady_rate(self) -> float:
         return self.indexed / (self.elapsed - self.startup)
 
+    @property
+    def cpu_ms(self) -> float:
+        """CPU time of the indexer and its workers per image, start-up included."""
+        return (self.main_cpu + self.workers_cpu) * 1000 / self.indexed
+
 
 def end_to_end(model: Path, roots: list[Path], args: argparse.Namespace) -> Run:
     """`photon index` on roots into a fresh database, in its own process so that its
@@ -248,7 +259,10 @@ def end_to_end(model: Path, roots: list[Path], args: argparse.Namespace) -> Run:
 def _index_child(
     model: Path, roots: list[Path], home: Path, args: argparse.Namespace, out: Connection
 ) -> None:
+    # Imported here, not at the top: spawned workers re-import this script as their
+    # __main__, and the real CLI's workers don't carry LanceDB.
     import photon_index.ingest as ingest
+    from photon_index.index import Index
     from photon_index.store.table import ImageTable
 
     marks: dict[str, float] = {}
@@ -389,15 +403,25 @@ def stage_costs(files: list[Path], models: dict[str, Path], batch: int) -> dict[
 class Comparison:
     model: str
     images: int
-    ceilings: list[float]
+    ceilings: list[Ceiling]
     runs: list[Run]
 
     @property
     def ceiling(self) -> float:
-        return statistics.median(self.ceilings)
+        return statistics.median(c.rate for c in self.ceilings)
 
     def median(self, value: Callable[[Run], float]) -> float:
         return statistics.median(value(r) for r in self.runs)
+
+    def ratio(self, value: Callable[[Run], float]) -> float:
+        """The median over rounds of a run's rate / the ceiling measured next to it."""
+        pairs = zip(self.ceilings, self.runs, strict=True)
+        return statistics.median(value(r) / c.rate for c, r in pairs)
+
+    @property
+    def cpu_ratio(self) -> float:
+        ceiling = statistics.median(c.cpu_ms for c in self.ceilings)
+        return ceiling / self.median(lambda r: r.cpu_ms)
 
 
 def compare(
@@ -405,7 +429,7 @@ def compare(
 ) -> Comparison:
     """Alternate ceiling and end-to-end runs so that others' load hits both alike."""
     roots = ensure_corpus(images)
-    ceilings: list[float] = []
+    ceilings: list[Ceiling] = []
     runs: list[Run] = []
     steps = [
         lambda: ceilings.append(ceiling(model, images, args)),
@@ -415,7 +439,7 @@ def compare(
         for step in steps if round_ % 2 == 0 else steps[::-1]:
             step()
         print(
-            f"  {name} round {round_ + 1}: ceiling {ceilings[-1]:.2f} img/s, "
+            f"  {name} round {round_ + 1}: ceiling {ceilings[-1].rate:.2f} img/s, "
             f"end to end {runs[-1].rate:.2f} img/s",
             flush=True,
         )
@@ -466,27 +490,34 @@ def render(
         "on one ready-made float32 batch, over and over; model load and a warm-up batch "
         "are not timed. End to end: `Index(fresh db).update(folders)` in a fresh process; "
         "img/s = IndexReport.indexed / IndexReport.elapsed, which includes starting the "
-        'workers (model load), the final commit and `optimize()`. "Excl. load" also '
-        "leaves out the time until the workers had loaded the model. Ceiling and end to "
-        "end alternate, and each figure is the median of the rounds.",
+        'workers (model load), the final commit and `optimize()`. "Excl. load" leaves out '
+        "the time until the workers had loaded the model. Ceiling and end to end "
+        "alternate (ABBA...); rates are medians over rounds, and a ratio is the median of "
+        "each round's end to end / the ceiling measured next to it.",
+        "- Others' jobs change the cores this run gets from minute to minute, so the wall "
+        "ratios are noisy. CPU time per image hardly depends on that load: the CPU ratio "
+        "is ceiling CPU ms/img / end-to-end CPU ms/img (indexer + workers, start-up "
+        "included), i.e. the share of all CPU spent in the vision tower.",
         "",
-        "| model | images | ceiling img/s | end to end img/s | e2e / ceiling "
-        "| e2e excl. load img/s | excl. load / ceiling | model load s | optimize s |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| model | images | ceiling img/s | e2e img/s | **e2e / ceiling** "
+        "| e2e excl. load img/s | excl. load / ceiling | ceiling CPU ms/img "
+        "| e2e CPU ms/img | **CPU ratio** | model load s | fresh-DB set-up s | optimize s |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for c in comparisons:
-        rate, steady = c.median(lambda r: r.rate), c.median(lambda r: r.steady_rate)
         lines.append(
-            f"| {c.model} | {c.images} | {c.ceiling:.2f} | {rate:.2f} | "
-            f"**{rate / c.ceiling:.2f}** | {steady:.2f} | **{steady / c.ceiling:.2f}** | "
-            f"{c.median(lambda r: r.startup):.1f} | {c.median(lambda r: r.optimize):.2f} |"
+            f"| {c.model} | {c.images} | {c.ceiling:.2f} | {c.median(lambda r: r.rate):.2f} "
+            f"| **{c.ratio(lambda r: r.rate):.2f}** | {c.median(lambda r: r.steady_rate):.2f} "
+            f"| {c.ratio(lambda r: r.steady_rate):.2f} "
+            f"| {statistics.median(x.cpu_ms for x in c.ceilings):.1f} "
+            f"| {c.median(lambda r: r.cpu_ms):.1f} | **{c.cpu_ratio:.2f}** "
+            f"| {c.median(lambda r: r.startup):.1f} | {c.median(lambda r: r.create_table):.1f} "
+            f"| {c.median(lambda r: r.optimize):.2f} |"
         )
     lines += ["", "Rounds (ceiling / end to end, img/s):", ""]
     for c in comparisons:
-        pairs = ", ".join(
-            f"{x:.2f} / {r.rate:.2f}" for x, r in zip(c.ceilings, c.runs, strict=True)
-        )
-        lines.append(f"- {c.model}: {pairs}")
+        pairs = zip(c.ceilings, c.runs, strict=True)
+        lines.append(f"- {c.model}: " + ", ".join(f"{x.rate:.2f} / {r.rate:.2f}" for x, r in pairs))
     lines += [
         "",
         "## CPU per image in the end-to-end runs",

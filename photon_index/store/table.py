@@ -10,6 +10,7 @@ from pathlib import Path
 
 import lancedb
 import pyarrow as pa
+from lancedb.index import IvfPq
 
 from photon_index.errors import DatabaseError
 from photon_index.store.schema import (
@@ -128,14 +129,12 @@ class ImageTable:
         rows each, product quantisation into 8-dimension sub-vectors; searches re-rank
         refine_factor times more candidates exactly, so recall stays high."""
         rows = self.count()
-        self.table.create_index(
-            metric="cosine",
-            vector_column_name="embedding",
-            index_type="IVF_PQ",
+        config = IvfPq(
+            distance_type="cosine",
             num_partitions=max(1, rows // rows_per_partition),
             num_sub_vectors=max(1, self.dim // 8),
-            replace=True,
         )
+        self.table.create_index("embedding", config=config, replace=True)
 
     def optimize(self) -> None:
         """Merge the many small commits of a run and drop versions no reader needs."""
