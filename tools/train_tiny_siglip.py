@@ -17,7 +17,6 @@ import math
 import random
 import string
 import time
-from dataclasses import dataclass
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -108,34 +107,18 @@ def attributes(scene: Scene) -> tuple[int, int, int]:
     )
 
 
-@dataclass(frozen=True)
-class Texts:
-    """Every training text; text i < len(all_scenes()) is all_scenes()[i].caption."""
-
-    ids: torch.Tensor  # [T, 64] token ids
-    demands: torch.Tensor  # [T, 3] the (shape, colour, background) a fitting picture has; -1: any
-    partial: torch.Tensor  # [scenes, len(PARTIAL)] the text each template makes of a scene
-
-
-def describe() -> tuple[list[str], torch.Tensor, torch.Tensor]:
-    """The texts, demands and partial table of Texts, before tokenizing."""
-    scenes = all_scenes()
-    position = {scene.caption: i for i, scene in enumerate(scenes)}
-    demands = [attributes(scene) for scene in scenes]
-    partial = []
-    for scene in scenes:
+def training_texts() -> tuple[list[str], torch.Tensor]:
+    """Every text, full captions first (text i = all_scenes()[i]), and for each the
+    [shape, colour, background] index a matching picture has (-1: any)."""
+    demands = {scene.caption: attributes(scene) for scene in all_scenes()}
+    for scene in all_scenes():
         words = {"shape": scene.shape, "colour": scene.colour, "background": scene.background}
         words |= {"a_colour": _a(scene.colour), "a_background": _a(scene.background)}
         shape, colour, background = attributes(scene)
-        row = []
         for template, (s, c, b) in PARTIAL:
-            text = template.format(**words)
-            if text not in position:
-                position[text] = len(demands)
-                demands.append((shape if s else -1, colour if c else -1, background if b else -1))
-            row.append(position[text])
-        partial.append(row)
-    return list(position), torch.tensor(demands), torch.tensor(partial)
+            demand = (shape if s else -1, colour if c else -1, background if b else -1)
+            demands.setdefault(template.format(**words), demand)
+    return list(demands), torch.tensor(list(demands.values()))
 
 
 # --- pictures -------------------------------------------------------------------------
@@ -240,46 +223,25 @@ def sigmoid_loss(
     return -F.logsigmoid((2 * labels - 1) * logits).sum() / len(images)
 
 
-def families(texts: Texts) -> torch.Tensor:
-    """[colour pairs, shapes]: the scenes that differ only in their shape."""
-    captions = texts.demands[: len(all_scenes())]
-    pair = captions[:, 1] * len(COLOURS) + captions[:, 2]
-    return torch.stack([torch.nonzero(pair == p).flatten() for p in pair.unique()])
-
-
-def sample(
-    families: torch.Tensor, pictures: int, size: int, generator: torch.Generator
-) -> torch.Tensor:
-    """Picture indices for one step: whole families, i.e. every shape in the same colours.
-    Random batches rarely hold two scenes that differ only in shape, so the model would
-    learn colours long before shapes."""
-    chosen = families[
-        torch.randperm(len(families), generator=generator)[: size // families.shape[1]]
-    ]
-    scenes = chosen.flatten()
-    copies = torch.randint(pictures // len(all_scenes()), scenes.shape, generator=generator)
-    return scenes + copies * len(all_scenes())  # picture i shows scene i % len(all_scenes())
-
-
 def batch(
     pictures: torch.Tensor,
-    texts: Texts,
+    text_ids: torch.Tensor,
+    demands: torch.Tensor,
     index: torch.Tensor,
-    partial: int,
     generator: torch.Generator,
+    partial: int,
 ) -> tuple[torch.Tensor, ...]:
-    """Pictures (half mirrored, which keeps every caption true), their captions plus
-    ``partial`` partial descriptions of random ones of them, and which text fits which."""
+    """Pictures (half mirrored, which keeps every caption true), the distinct captions of
+    their scenes plus ``partial`` random partial descriptions, and which text fits which."""
     images = pictures[index]
     flips = torch.rand(len(index), generator=generator) < 0.5
     images[flips] = images[flips].flip(-1)
     scenes = index % len(all_scenes())
-    described = scenes[torch.randint(len(scenes), (partial,), generator=generator)]
-    templates = torch.randint(len(PARTIAL), (partial,), generator=generator)
-    chosen = torch.cat([scenes.unique(), texts.partial[described, templates].unique()])
-    wanted, have = texts.demands[chosen][None], texts.demands[scenes][:, None]
+    extra = torch.randperm(len(text_ids) - len(all_scenes()), generator=generator)[:partial]
+    texts = torch.cat([scenes.unique(), extra + len(all_scenes())])
+    wanted, have = demands[texts][None], demands[scenes][:, None]
     labels = ((wanted == have) | (wanted < 0)).all(-1).float()
-    return pixel_values(images), texts.ids[chosen], labels
+    return pixel_values(images), text_ids[texts], labels
 
 
 @torch.no_grad()
@@ -299,7 +261,9 @@ def recall_at_1(model: SiglipModel, pictures: torch.Tensor, caption_ids: torch.T
     return hits.float().mean().item()
 
 
-def train(model: SiglipModel, texts: Texts, args: argparse.Namespace) -> None:
+def train(
+    model: SiglipModel, text_ids: torch.Tensor, demands: torch.Tensor, args: argparse.Namespace
+) -> None:
     """Train in place for args.steps steps (or args.minutes, whichever ends first)."""
     started = time.monotonic()
     scene_count = len(all_scenes())
@@ -309,14 +273,16 @@ def train(model: SiglipModel, texts: Texts, args: argparse.Namespace) -> None:
 
     generator = torch.Generator().manual_seed(args.seed)
     optimizer = make_optimizer(model, args.lr)
-    scene_families = families(texts)
+    per_epoch = args.pictures // args.batch
     for step in range(args.steps):
         if args.minutes and time.monotonic() - started > args.minutes * 60:
             print(f"stopping at step {step}: --minutes reached", flush=True)
             break
-        index = sample(scene_families, args.pictures, args.batch, generator)
+        if step % per_epoch == 0:
+            order = torch.randperm(args.pictures, generator=generator)
+        index = order[step % per_epoch * args.batch :][: args.batch]
         set_lr(optimizer, step, args.steps)
-        inputs = batch(pictures, texts, index, args.partial, generator)
+        inputs = batch(pictures, text_ids, demands, index, generator, args.partial)
         loss = sigmoid_loss(model, *inputs)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -326,7 +292,7 @@ def train(model: SiglipModel, texts: Texts, args: argparse.Namespace) -> None:
             report = f"step {step} loss {loss.item():.3f} t={model.logit_scale.exp().item():.1f}"
             report += f" b={model.logit_bias.item():.2f} {time.monotonic() - started:.0f}s"
             if step % 200 == 0 or step == args.steps - 1:
-                r1 = recall_at_1(model, held_out, texts.ids[:scene_count:4])
+                r1 = recall_at_1(model, held_out, text_ids[:scene_count:4])
                 report += f" held-out R@1 {r1:.3f}"
             print(report, flush=True)
 
@@ -432,13 +398,12 @@ def main() -> None:
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(args.threads)
 
-    strings, demands, partial = describe()
-    tokenizer = build_tokenizer(strings)
-    texts = Texts(encode_texts(tokenizer, strings), demands, partial)
+    texts, demands = training_texts()
+    tokenizer = build_tokenizer(texts)
     model = build_model(tokenizer.get_vocab_size())
     print(f"{sum(p.numel() for p in model.parameters()):,} parameters", flush=True)
     started = time.monotonic()
-    train(model, texts, args)
+    train(model, encode_texts(tokenizer, texts), demands, args)
     print(f"trained in {(time.monotonic() - started) / 60:.1f} min", flush=True)
     export(model, tokenizer, args.out)
     print(f"wrote {args.out}")
