@@ -1,7 +1,7 @@
 """Search benchmark: ANN recall@10 and latency against exact search, the row count where
 an ANN index starts to pay, and the wall time of a whole `photon search` process.
 
-    python benchmarks/search.py [--rows 100000 1000000] [--quick] [--pylance-python PY]
+    python benchmarks/search.py [--rows 100000 1000000] [--quick]
 
 Vectors are synthetic but shaped like image embeddings (see `Space`): uniform noise
 would be the known worst case for IVF/PQ and unlike anything a photo library holds.
@@ -12,6 +12,7 @@ and are deleted at the end unless --keep.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -31,17 +32,16 @@ import numpy as np
 import pyarrow as pa
 from lancedb.index import HnswSq, IvfPq
 
-from photon_index.store.table import ImageTable
+from photon_index.store.table import ImageTable, Nearest
 
 DATE = "2026-11-23"
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT / "data" / "search"
 RESULTS = ROOT / "results" / "search.md"
-TINY_BUNDLED = ROOT.parent / "photon_index" / "models" / "bundled" / "siglip-tiny-shapes"
-TINY_FALLBACK = Path("/tmp/tiny-bench")  # the tiny model's training output, until bundled
 DIM = 768
 K = 10
 CENTRES = 4096
+ENV = dict(os.environ)
 FEW = slice(0, 50)  # queries timed for flat search: slow on big tables, and steady
 SEED = 7
 COLUMNS = ["path", "taken_at", "width", "height", "_distance"]  # what Searcher selects
@@ -121,7 +121,8 @@ def write_table(db: Path, vectors: np.ndarray, model: str, model_ref: str) -> Im
     shutil.rmtree(db, ignore_errors=True)
     table = ImageTable.create(db, vectors.shape[1], model, model_ref)
     for start in range(0, len(vectors), 100_000):
-        table.table.add(arrow_rows(start, vectors[start : start + 100_000], table.schema))
+        table.writer.add(arrow_rows(start, vectors[start : start + 100_000], table.schema))
+    table.dataset.checkout_latest()
     return table
 
 
@@ -166,20 +167,18 @@ class Measured:
 
 
 def search_ids(table: ImageTable, vector: np.ndarray, probe: Probe, where: str | None) -> list[int]:
-    """The query Searcher.search runs, parameterised."""
-    query = table.table.search(vector, vector_column_name="embedding").distance_type("cosine")
+    """The query ImageTable.nearest runs, parameterised (and exact, or with HNSW's ef)."""
+    query: dict = {"column": "embedding", "q": vector, "k": K, "metric": "cosine"}
     if probe.flat:
-        query = query.bypass_vector_index()
+        query["use_index"] = False
     else:
-        query = query.nprobes(probe.nprobes)
+        query["nprobes"] = probe.nprobes
         if probe.refine:
-            query = query.refine_factor(probe.refine)
+            query["refine_factor"] = probe.refine
         if probe.ef:
-            query = query.ef(probe.ef)
-    query = query.select(COLUMNS).limit(K)
-    if where:
-        query = query.where(where, prefilter=True)
-    return [id_of(p) for p in query.to_arrow().column("path").to_pylist()]
+            query["ef"] = probe.ef
+    found = table.dataset.to_table(columns=COLUMNS, nearest=query, filter=where, prefilter=True)
+    return [id_of(p) for p in found.column("path").to_pylist()]
 
 
 def measure(
@@ -215,7 +214,8 @@ def ivf_pq(rows_per_partition: int, sub: int) -> Callable[[ImageTable], None]:
     def build(table: ImageTable) -> None:
         parts = max(1, table.count() // rows_per_partition)
         config = IvfPq(distance_type="cosine", num_partitions=parts, num_sub_vectors=sub)
-        table.table.create_index("embedding", config=config, replace=True)
+        table.writer.create_index("embedding", config=config, replace=True)
+        table.dataset.checkout_latest()
 
     return build
 
@@ -224,7 +224,8 @@ def hnsw_sq(rows_per_partition: int) -> Callable[[ImageTable], None]:
     def build(table: ImageTable) -> None:
         parts = max(1, table.count() // rows_per_partition)
         config = HnswSq(distance_type="cosine", num_partitions=parts)
-        table.table.create_index("embedding", config=config, replace=True)
+        table.writer.create_index("embedding", config=config, replace=True)
+        table.dataset.checkout_latest()
 
     return build
 
@@ -261,6 +262,9 @@ def index_specs(rows: int) -> dict[str, IndexSpec]:
     }
 
 
+INDICES = ["flat", *index_specs(1)]
+
+
 def index_bytes(db: Path) -> int:
     folder = db / "images.lance" / "_indices"
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
@@ -269,35 +273,54 @@ def index_bytes(db: Path) -> int:
 # --- sections ---------------------------------------------------------------------------
 
 
-def ann_section(
-    vectors: np.ndarray, queries: np.ndarray, rows: int, indices: list[str]
-) -> list[str]:
-    db = DATA / f"ann-{rows}"
-    base = vectors[:rows]
-    started = time.perf_counter()
-    table = write_table(db, base, "siglip-base-patch16-224", "siglip-base-patch16-224")
-    written = time.perf_counter() - started
-    exact = exact_top(base, queries)
+@dataclass
+class Corpus:
+    """The table of the first `rows` vectors and its exact answers, shared by sections."""
+
+    rows: int
+    table: ImageTable
+    base: np.ndarray
+    exact: np.ndarray
+
+
+def corpus(vectors: np.ndarray, queries: np.ndarray, rows: int, cache: dict[int, Corpus]) -> Corpus:
+    if rows not in cache:
+        base = vectors[:rows]
+        table = write_table(
+            DATA / f"ann-{rows}", base, "siglip-base-patch16-224", "siglip-base-patch16-224"
+        )
+        cache[rows] = Corpus(rows, table, base, exact_top(base, queries))
+    return cache[rows]
+
+
+def ann_section(data: Corpus, queries: np.ndarray, key: str) -> list[str]:
+    """One index at one table size: build it, then each query setting's recall and speed."""
     lines = [
-        f"Table written in {written:.0f} s. Exact = numpy brute force on the same vectors.",
+        "Exact = numpy brute force on the same vectors. p50/p95: warm, in-process. Fresh "
+        "process: the first query of a new process, as each `photon search` runs it (index "
+        "not in memory yet, files in the page cache), median of 3 processes.",
         "",
-        "| index | build s | index MB | query | recall@10 | p50 ms | p95 ms |",
-        "|---|---:|---:|---|---:|---:|---:|",
+        "| index | build s | index MB | query | recall@10 | p50 ms | p95 ms | fresh process ms |",
+        "|---|---:|---:|---|---:|---:|---:|---:|",
     ]
-    flat = measure(table, queries[FEW], exact[FEW], Probe(flat=True))
-    lines.append(_row("none", "", "", Probe(flat=True), flat))
-    for spec in (index_specs(rows)[key] for key in indices):
-        started = time.perf_counter()
-        spec.build(table)
-        built = time.perf_counter() - started
-        label, cells = spec.label, (f"{built:.0f}", f"{index_bytes(db) / 2**20:.0f}")
-        for probe in spec.probes:
-            lines.append(_row(label, *cells, probe, measure(table, queries, exact, probe)))
-            print(lines[-1], flush=True)
-            label, cells = "", ("", "")
-        if spec.build is photon_current:
-            lines += _filtered_rows(table, base, queries, Probe(20, 10))
-    shutil.rmtree(db, ignore_errors=True)
+    db, table = data.table.db_path, data.table
+    if key == "flat":
+        probe = Probe(flat=True)
+        measured = measure(table, queries[FEW], data.exact[FEW], probe)
+        return [*lines, _row("none", "", "", probe, measured, _fresh(db, queries, probe)), ""]
+    spec = index_specs(data.rows)[key]
+    before, started = index_bytes(db), time.perf_counter()
+    spec.build(table)
+    built = time.perf_counter() - started
+    size = (index_bytes(db) - before) / 2**20  # a replaced index's files stay until cleanup
+    label, cells = spec.label, (f"{built:.0f}", f"{size:.0f}")
+    for probe in spec.probes:
+        measured = measure(table, queries, data.exact, probe)
+        lines.append(_row(label, *cells, probe, measured, _fresh(db, queries, probe)))
+        print(lines[-1], flush=True)
+        label, cells = "", ("", "")
+    if spec.build is photon_current:
+        lines += _filtered_rows(table, data.base, queries, Probe(20, 10))
     return [*lines, ""]
 
 
@@ -313,9 +336,33 @@ def _filtered_rows(
     return rows
 
 
-def _row(index: str, built: str, size: str, probe: Probe, m: Measured) -> str:
+def _row(index: str, built: str, size: str, probe: Probe, m: Measured, fresh: str = "") -> str:
     cells = [index, built, size, probe.label(), f"{m.recall:.3f}", f"{m.p50_ms:.1f}"]
-    return f"| {' | '.join(cells)} | {m.p95_ms:.1f} |"
+    return f"| {' | '.join(cells)} | {m.p95_ms:.1f} | {fresh} |"
+
+
+# One query in a new process: imports untimed, then open the table and search.
+_FRESH = r"""
+import json, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+from search import Probe, search_ids
+from photon_index.store.table import ImageTable, Nearest
+vector = np.array(json.loads(sys.argv[4]), dtype=np.float32)
+started = time.perf_counter()
+search_ids(ImageTable.open(Path(sys.argv[2])), vector, Probe(**json.loads(sys.argv[3])), None)
+print((time.perf_counter() - started) * 1000)
+"""
+
+
+def _fresh(db: Path, queries: np.ndarray, probe: Probe, runs: int = 3) -> str:
+    settings = json.dumps(dataclasses.asdict(probe))
+    times = [
+        float(_output([sys.executable, "-c", _FRESH, str(ROOT), str(db), settings, vector], ENV))
+        for vector in (json.dumps(q.tolist()) for q in queries[:runs])
+    ]
+    return f"{statistics.median(times):.0f}"
 
 
 def threshold_section(
@@ -372,76 +419,19 @@ encoder = TextEncoder(model, device=index.settings.model.device, threads=0)
 mark("load the text tower")
 vector = encoder.encode(["a red circle"])[0]
 mark("encode the query")
-query = (
-    table.table.search(vector, vector_column_name="embedding").distance_type("cosine")
-    .nprobes(index.settings.search.nprobes).refine_factor(index.settings.search.refine_factor)
-    .select(["path", "taken_at", "width", "height", "_distance"]).limit(10)
-)
-rows = query.to_arrow().to_pylist()
+from photon_index.store.table import Nearest
+how = Nearest(index.settings.search.nprobes, index.settings.search.refine_factor)
+rows = table.nearest(vector, 10, how, ["path", "taken_at", "width", "height"]).to_pylist()
 mark("ANN query (IVF_PQ, nprobes 20, refine 10)")
 """
 
 
-# What a `photon search` built on pylance would do, timed; run with --pylance-python.
-_LANCE_SEARCH = r"""
-import json, sys, time
-t0 = start = time.perf_counter()
-phases = {}
-def mark(name):
-    global t0
-    now = time.perf_counter()
-    phases[name] = (now - t0) * 1000
-    t0 = now
-import photon_index.cli
-mark("import photon_index.cli (typer, config)")
-import lance
-mark("import the store: photon_index.index / lance")
-from photon_index.config import Settings
-from photon_index.embed import TextEncoder
-from photon_index.models import load_model
-from photon_index.models.download import resolve_endpoint
-mark("import embed, models, query (onnxruntime, tokenizers)")
-settings = Settings.load()
-ds = lance.dataset(sys.argv[1] + "/images.lance")
-ref = ds.schema.metadata[b"photon.model_ref"].decode()
-mark("open the table")
-model = load_model(ref, settings.paths.models, endpoint=resolve_endpoint(settings.model.endpoint))
-mark("find the model, check files")
-encoder = TextEncoder(model, device=settings.model.device, threads=0)
-mark("load the text tower")
-vector = encoder.encode([sys.argv[2]])[0]
-mark("encode the query")
-rows = ds.to_table(
-    columns=["path", "taken_at", "width", "height", "_distance"], prefilter=True,
-    nearest={"column": "embedding", "q": vector, "k": 10, "metric": "cosine",
-             "nprobes": settings.search.nprobes, "refine_factor": settings.search.refine_factor},
-).to_pylist()
-mark("ANN query (IVF_PQ, nprobes 20, refine 10)")
-print(json.dumps({"phases": phases, "lance": lance.__version__, "storage": ds.data_storage_version,
-                  "loaded": sorted({m.split(".")[0] for m in sys.modules})}))
-"""
-
-# The same queries through pylance, to check it answers exactly as lancedb does.
-_LANCE_SAME = r"""
-import json, sys
-import lance
-import numpy as np
-ds = lance.dataset(sys.argv[1] + "/images.lance")
-def paths(vector, where):
-    return ds.to_table(
-        columns=["path", "_distance"], filter=where, prefilter=True,
-        nearest={"column": "embedding", "q": vector, "k": 10, "metric": "cosine",
-                 "nprobes": 20, "refine_factor": 10},
-    ).column("path").to_pylist()
-vectors = np.array(json.loads(sys.stdin.read()), dtype=np.float32)
-print(json.dumps([[paths(v, w) for v in vectors] for w in json.loads(sys.argv[2])]))
-"""
 TEXT = "a red circle"
 STARTUP = "interpreter start and exit (wall minus the phases above)"
 
 
-def cli_section(runs: int, pylance: str | None) -> list[str]:
-    model_ref = str(TINY_BUNDLED if (TINY_BUNDLED / "photon.json").is_file() else TINY_FALLBACK)
+def cli_section(runs: int) -> list[str]:
+    model_ref = "siglip-tiny-shapes"
     db = DATA / "cli-100k"
     vectors = Space(128, np.random.default_rng(SEED)).draw(100_000)
     table = write_table(db, vectors, "siglip-tiny-shapes", model_ref)
@@ -453,37 +443,30 @@ def cli_section(runs: int, pylance: str | None) -> list[str]:
     _output(command, env)  # page cache warm
     walls = [_wall(command, env) for _ in range(runs)]
     bare = [_wall([sys.executable, "-c", "pass"], env) for _ in range(3)]
-    lancedb = [_wall([sys.executable, "-c", "import lancedb"], env) for _ in range(3)]
+    imports = {
+        module: [_wall([sys.executable, "-c", f"import {module}"], env) for _ in range(3)]
+        for module in ("lancedb", "lance")
+    }
+    phases = [_phases(db, env) for _ in range(runs)]
     lines = [
-        f"Table: 100,000 rows, 128-d, model `siglip-tiny-shapes` loaded from `{model_ref}`, "
+        f"Table: 100,000 rows, 128-d, model `siglip-tiny-shapes` (model_ref `{model_ref}`), "
         "IVF_PQ built by `ImageTable.build_vector_index(4096)`.",
         "",
         f'- `photon search "{TEXT}" --db DB`: {_spread(walls)} over {runs} runs',
-    ]
-    phases = [_phases(db, env) for _ in range(runs)]
-    pylance_phases: list[dict[str, float]] = []
-    if pylance:
-        script = [pylance, "-c", _LANCE_SEARCH, str(db), TEXT]
-        pylance_walls = [_wall(script, env) for _ in range(runs)]
-        pylance_phases = [_timed_phases(script, env) for _ in range(runs)]
-        lines.append(
-            f"- the same search through pylance instead of lancedb (`_LANCE_SEARCH` in this "
-            f"script, run by `{pylance}`): {_spread(pylance_walls)} over {runs} runs"
-        )
-    lines += [
-        f"- for scale: `python -c pass` {_spread(bare)}, `python -c 'import lancedb'` "
-        f"{_spread(lancedb)}",
+        f"- for scale: `python -c pass` {_spread(bare)}, `python -c 'import lance'` "
+        f"{_spread(imports['lance'])} (photon's read path), `python -c 'import lancedb'` "
+        f"{_spread(imports['lancedb'])} (its write path, not imported by a search)",
         "",
         "Phases in one fresh process, median of the runs, ms:",
         "",
-        *_phase_table(phases, pylance_phases),
+        *_phase_table(phases),
         "",
         "Largest cumulative imports under `import photon_index.index`, ms:",
         "",
         *_importtime([sys.executable, "-X", "importtime", "-c", "import photon_index.index"], env),
+        "",
+        _compare_lancedb(table),
     ]
-    if pylance:
-        lines += ["", _compare_pylance(table, db, pylance, env)]
     shutil.rmtree(db, ignore_errors=True)
     return [*lines, ""]
 
@@ -512,25 +495,11 @@ def _phases(db: Path, env: dict[str, str]) -> dict[str, float]:
     return {**phases, STARTUP: wall - sum(phases.values())}
 
 
-def _timed_phases(script: list[str], env: dict[str, str]) -> dict[str, float]:
-    started = time.perf_counter()
-    phases = json.loads(_output(script, env))["phases"]
-    wall = (time.perf_counter() - started) * 1000
-    return {**phases, STARTUP: wall - sum(phases.values())}
-
-
-def _phase_table(lancedb: list[dict[str, float]], pylance: list[dict[str, float]]) -> list[str]:
-    def medians(runs: list[dict[str, float]]) -> dict[str, float]:
-        return {name: statistics.median(run[name] for run in runs) for name in runs[0]}
-
-    columns = [medians(lancedb), medians(pylance) if pylance else {}]
-    names = list(dict.fromkeys(name for column in columns for name in column))
-    rows = ["| phase | photon today (lancedb) | with pylance |", "|---|---:|---:|"]
-    for name in names:
-        cells = [f"{column[name]:.0f}" if name in column else "" for column in columns]
-        rows.append(f"| {name} | {' | '.join(cells)} |")
-    totals = [f"**{sum(column.values()):.0f}**" if column else "" for column in columns]
-    return [*rows, f"| **whole process** | {' | '.join(totals)} |"]
+def _phase_table(runs: list[dict[str, float]]) -> list[str]:
+    medians = {name: statistics.median(run[name] for run in runs) for name in runs[0]}
+    rows = ["| phase | ms |", "|---|---:|"]
+    rows += [f"| {name} | {ms:.0f} |" for name, ms in medians.items()]
+    return [*rows, f"| **whole process** | **{sum(medians.values()):.0f}** |"]
 
 
 def _importtime(command: list[str], env: dict[str, str], top: int = 8) -> list[str]:
@@ -545,36 +514,30 @@ def _importtime(command: list[str], env: dict[str, str], top: int = 8) -> list[s
     return ["| module | ms |", "|---|---:|", *(f"| {name} | {ms:.0f} |" for ms, name in top_rows)]
 
 
-def _compare_pylance(table: ImageTable, db: Path, python: str, env: dict[str, str]) -> str:
-    """Does pylance read photon's table and answer the same query, prefilter included?"""
+def _compare_lancedb(table: ImageTable) -> str:
+    """photon reads through pylance: does lancedb answer the same query the same way?"""
     queries = Space(128, np.random.default_rng(SEED + 1)).draw(20)
     wheres = [None, FILTERS["10 %"][0], FILTERS["1 %"][0]]
-    ours = [[_paths(table, vector, where) for vector in queries] for where in wheres]
-    script = [python, "-c", _LANCE_SAME, str(db), json.dumps(wheres)]
-    theirs = json.loads(_output(script, env, stdin=json.dumps(queries.tolist())))
-    same = sum(a == b for x, y in zip(ours, theirs, strict=True) for a, b in zip(x, y, strict=True))
-    info = json.loads(_output([python, "-c", _LANCE_SEARCH, str(db), TEXT], env))
-    heavy = [m for m in ("lancedb", "lance_namespace", "pydantic") if m in info["loaded"]]
+    how = Nearest(20, 10)
+    same = 0
+    for where in wheres:
+        for vector in queries:
+            ours = table.nearest(vector, K, how, ["path"], where).column("path").to_pylist()
+            query = (
+                table.writer.search(vector, vector_column_name="embedding")
+                .distance_type("cosine")
+                .nprobes(how.nprobes)
+                .refine_factor(how.refine_factor)
+                .select(["path", "_distance"])
+                .limit(K)
+            )
+            if where:
+                query = query.where(where, prefilter=True)
+            same += ours == query.to_arrow().column("path").to_pylist()
     return (
-        f"pylance {info['lance']} opened the table lancedb wrote (storage format "
-        f"{info['storage']}) and returned the identical top 10, in order, for {same} of "
-        f"{len(queries) * len(wheres)} queries (20 vectors; no filter, 10 % and 1 % prefilters). "
-        f"Of lancedb, lance_namespace and pydantic it imported: {', '.join(heavy) or 'none'}."
+        f"lancedb's own search returned the identical top 10, in order, for {same} of "
+        f"{len(queries) * len(wheres)} queries (20 vectors; no filter, 10 % and 1 % prefilters)."
     )
-
-
-def _paths(table: ImageTable, vector: np.ndarray, where: str | None) -> list[str]:
-    query = (
-        table.table.search(vector, vector_column_name="embedding")
-        .distance_type("cosine")
-        .nprobes(20)
-        .refine_factor(10)
-        .select(COLUMNS)
-        .limit(K)
-    )
-    if where:
-        query = query.where(where, prefilter=True)
-    return query.to_arrow().column("path").to_pylist()
 
 
 # --- main -------------------------------------------------------------------------------
@@ -585,8 +548,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--quick", action="store_true", help="fewer queries, sizes and indices")
     parser.add_argument("--sections", nargs="+", default=["threshold", "ann", "cli"])
-    parser.add_argument("--indices", nargs="+", default=list(index_specs(1)))
-    parser.add_argument("--pylance-python", help="an interpreter with pylance, to compare")
+    parser.add_argument("--indices", nargs="+", default=INDICES, choices=INDICES)
     parser.add_argument("--keep", action="store_true", help="keep the tables in benchmarks/data")
     args = parser.parse_args(argv)
     command = " ".join(["python benchmarks/search.py", *(argv or sys.argv[1:])])
@@ -603,15 +565,16 @@ def main(argv: list[str] | None = None) -> None:
         sections["Flat vs ANN by table size (768-d)"] = lambda: threshold_section(
             vectors, queries, sizes, Probe(20, 10)
         )
+    tables: dict[int, Corpus] = {}
     for rows in args.rows if "ann" in args.sections else []:
-        sections[f"ANN at {rows:,} rows (768-d)"] = partial(
-            ann_section, vectors, queries, rows, indices
-        )
+        for key in indices:
+            title = f"ANN at {rows:,} rows (768-d): {key}"
+            sections[title] = lambda r=rows, k=key: ann_section(
+                corpus(vectors, queries, r, tables), queries, k
+            )
     if "cli" in args.sections:
         runs = 3 if args.quick else 7
-        sections["`photon search` wall time, 100k rows"] = partial(
-            cli_section, runs, args.pylance_python
-        )
+        sections["`photon search` wall time, 100k rows"] = partial(cli_section, runs)
     header = [
         "# Search benchmark",
         "",
@@ -648,10 +611,12 @@ def _previous_blocks() -> dict[str, str]:
     return {part.split("\n", 1)[0]: "## " + part.rstrip("\n") + "\n" for part in parts}
 
 
-def _order(title: str) -> tuple[int, int]:
+def _order(title: str) -> tuple[int, int, int]:
     rows = int("".join(c for c in title.split(" rows")[0] if c.isdigit()) or 0)
     kind = 0 if title.startswith("Flat") else 1 if title.startswith("ANN") else 2
-    return kind, rows
+    keys = list(INDICES)
+    key = title.rsplit(": ", 1)[-1]
+    return kind, rows, keys.index(key) if key in keys else 0
 
 
 def _load() -> str:

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 
 from photon_index.config import Settings
 from photon_index.errors import UsageError
-from photon_index.ingest import IndexReport, Ingest
 from photon_index.models import ModelFiles, load_model
 from photon_index.models.download import resolve_endpoint
 from photon_index.models.installed import folder_size
 from photon_index.store.table import ImageTable
 
 if TYPE_CHECKING:
+    from photon_index.ingest import IndexReport
     from photon_index.query.dedupe import ActionReport, DuplicateGroup
     from photon_index.query.search import Filters, SearchResults
 
@@ -72,6 +72,8 @@ class Index:
         if table is None:
             dim = _vision_dim(loaded)
             table = ImageTable.create(self.db_path, dim, loaded.name, model or loaded.name)
+        from photon_index.ingest import Ingest
+
         report = Ingest(table, loaded, self.settings, progress=progress).run(paths)
         if table.vector_index() is None and table.count() >= self.settings.search.ann_threshold:
             table.build_vector_index(self.settings.search.rows_per_partition)
@@ -150,9 +152,9 @@ class Index:
             model=table.model,
             rows=table.count(),
             size_bytes=folder_size(self.db_path),
-            version=table.table.version,
+            version=table.version,
             dim=table.dim,
-            indices=[str(index.name) for index in table.table.list_indices()],
+            indices=table.indices(),
         )
 
 

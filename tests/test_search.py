@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,3 +141,19 @@ def test_parse_terms_weights_and_kinds(tmp_path) -> None:
         ("image", str(picture), 1.0),
         ("text", "field", -0.5),
     ]
+
+
+def test_a_search_never_imports_lancedb(library) -> None:
+    """`import lancedb` costs about a second (its namespace client); searches read the
+    table through pylance, so a `photon search` process must not pay it."""
+    search = ["search", "a red star", "--db", str(library.db), "--paths"]
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "photon_index", *search],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
+    assert "photon_index.store.table" in imported
+    assert "lancedb" not in imported and "lance_namespace" not in imported

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from photon_index.store.schema import ImageRow
-from photon_index.store.table import ImageTable
+from photon_index.store.table import ImageTable, Nearest
 
 
 def row(path: str, digest: str = "h1", seed: int = 0, **changes) -> ImageRow:
@@ -79,3 +79,24 @@ def test_optimize_keeps_every_row(table: ImageTable) -> None:
         table.upsert([row(f"/{i}.jpg", str(i))])
     table.optimize()
     assert table.count() == 5
+
+
+def test_nearest_is_exact_cosine_and_prefiltered(table: ImageTable) -> None:
+    rows = [row(f"/{'a' if i % 2 else 'b'}/{i}.jpg", str(i), seed=i) for i in range(40)]
+    table.upsert(rows)
+    query = rows[7].embedding
+    found = table.nearest(query, 5, Nearest(nprobes=1, refine_factor=1), ["path"]).to_pydict()
+    cosines = {r.path: float(r.embedding @ query) for r in rows}
+    best = sorted(cosines, key=cosines.get, reverse=True)[:5]
+    assert found["path"] == best
+    assert np.allclose(found["_distance"], [1 - cosines[p] for p in best], atol=1e-5)
+    only_b = table.nearest(query, 5, Nearest(1, 1), ["path"], "starts_with(path, '/b/')")
+    assert len(only_b) == 5 and all(p.startswith("/b/") for p in only_b["path"].to_pylist())
+
+
+def test_reads_after_a_write_see_it(table: ImageTable) -> None:
+    """Reads and writes go through different handles on the same files (see table.py)."""
+    before = table.version
+    table.upsert([row("/a.jpg", "x")])
+    assert table.version > before and table.count() == 1
+    assert ImageTable.open(table.db_path).count() == 1

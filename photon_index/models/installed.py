@@ -71,7 +71,9 @@ class ModelFiles:
                 f"{path} is corrupt (sha256 {actual[:12]}…, expected {expected[:12]}…): "
                 f"delete it and run `photon models download {self.name}`"
             )
-        _remember_verified(self.dir, relative, stamp)
+        # Never write into the package: the bundled model is small enough to hash each time.
+        if not self.dir.is_relative_to(BUNDLED_DIR):
+            _remember_verified(self.dir, relative, stamp)
         return path
 
 
@@ -148,7 +150,7 @@ def _read_manifest(folder: Path) -> dict:
 def _remember_verified(folder: Path, relative: str, stamp: list[int]) -> None:
     meta = _read_manifest(folder)
     meta.setdefault("verified", {})[relative] = stamp
-    # A read-only install (the bundled model in site-packages) is simply re-hashed next time.
+    # A read-only install is simply re-hashed next time.
     with contextlib.suppress(OSError):
         _write_json(folder / MANIFEST, meta)
 

@@ -13,17 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from photon_index.config import Settings
 from photon_index.errors import ImageError, UsageError
 from photon_index.models import ModelFiles
-from photon_index.store.table import ImageTable, sql_quote
-
-if TYPE_CHECKING:
-    from lancedb.query import LanceQueryBuilder
+from photon_index.store.table import ImageTable, Nearest, sql_quote
 
 _WEIGHT = re.compile(r"^([+-]?\d+(?:\.\d+)?):(.+)$", re.DOTALL)
 SCORE_PROBABILITY = "probability"  # SigLIP's sigmoid: a calibrated text-picture match
@@ -106,18 +102,9 @@ class Searcher:
 
     def search(self, terms: list[Term], filters: Filters, limit: int) -> SearchResults:
         vector = self.query_vector(terms)
-        query = (
-            self.table.table.search(vector, vector_column_name="embedding")
-            .distance_type("cosine")
-            .nprobes(self.settings.search.nprobes)
-            .refine_factor(self.settings.search.refine_factor)
-            .select(["path", "taken_at", "width", "height", "_distance"])
-            .limit(limit)
-        )
-        sql = filters.sql()
-        if sql:
-            query = query.where(sql, prefilter=True)
-        rows = _run(query)
+        how = Nearest(self.settings.search.nprobes, self.settings.search.refine_factor)
+        columns = ["path", "taken_at", "width", "height"]
+        rows = self.table.nearest(vector, limit, how, columns, filters.sql()).to_pylist()
         kind = _score_kind(terms)
         hits = [
             Hit(
@@ -184,14 +171,6 @@ class Searcher:
 def _score_kind(terms: list[Term]) -> str:
     single_text = len(terms) == 1 and terms[0].kind == "text" and terms[0].weight > 0
     return SCORE_PROBABILITY if single_text else SCORE_COSINE
-
-
-def _run(query: LanceQueryBuilder) -> list[dict]:
-    try:
-        return query.to_arrow().to_pylist()
-    except (ValueError, RuntimeError) as e:
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"the search filter was rejected: {message}") from e
 
 
 def _date_clause(op: str, day: date) -> str:
