@@ -28,6 +28,7 @@ def run_demo(workdir: Path, settings: Settings) -> Iterator[str]:
     written = write_pictures(pictures, PICTURES, seed=2026)
     copies = _make_copies([path for path, _ in written[:4]], pictures / "copies")
     yield f"drew {len(written)} pictures and {len(copies)} copies of some in {pictures}"
+    planted = [{str(original), str(copy)} for original, copy in copies]
 
     index = Index(db, settings=settings)
     report = index.update([pictures], model=DEMO_MODEL)
@@ -37,7 +38,8 @@ def run_demo(workdir: Path, settings: Settings) -> Iterator[str]:
     )
 
     rng = random.Random(7)
-    for _, scene in rng.sample(written, 3):
+    sampled = [scene for _, scene in rng.sample(written, 3)]
+    for scene in sampled:
         yield from _text_search(index, scene, written)
     probe = written[5][0]
     top = index.search(str(probe), limit=3).hits
@@ -47,8 +49,17 @@ def run_demo(workdir: Path, settings: Settings) -> Iterator[str]:
     yield f"dedupe found {len(groups)} groups of copies:"
     for group in groups:
         names = ", ".join(Path(p).name for p in group.duplicates)
-        yield f"  {group.tier:5}  keep {Path(group.keep).name}  ({group.reason}); copies: {names}"
-    yield f'try it yourself: photon search "a red star" --db {db}'
+        verdict = (
+            "a planted copy"
+            if {group.keep, *group.duplicates} in planted
+            # pHash compares greyscale structure: same layout, other colours can match.
+            else "not planted: drawings alike in greyscale"
+        )
+        yield (
+            f"  {group.tier:5}  keep {Path(group.keep).name}  ({group.reason}); "
+            f"copies: {names}  [{verdict}]"
+        )
+    yield f'try it yourself: photon search "{sampled[0].caption}" --db {db}'
 
 
 def _text_search(index: Index, scene: Scene, written: list[tuple[Path, Scene]]) -> Iterator[str]:
@@ -58,15 +69,16 @@ def _text_search(index: Index, scene: Scene, written: list[tuple[Path, Scene]]) 
     yield f'search "{scene.caption}": top hit {Path(hits[0].path).name} ({verdict})'
 
 
-def _make_copies(originals: list[Path], folder: Path) -> list[Path]:
-    """Two exact copies and two near copies (smaller, re-encoded) for dedupe to find."""
+def _make_copies(originals: list[Path], folder: Path) -> list[tuple[Path, Path]]:
+    """Two exact copies and two near copies (smaller, re-encoded) for dedupe to find,
+    as (original, copy) pairs."""
     folder.mkdir(exist_ok=True)
     made = []
     for path in originals[:2]:
-        made.append(Path(shutil.copy(path, folder / f"copy-of-{path.name}")))
+        made.append((path, Path(shutil.copy(path, folder / f"copy-of-{path.name}"))))
     for path in originals[2:4]:
         target = folder / f"small-{path.name}"
         with Image.open(path) as image:
             image.resize((image.width // 2, image.height // 2)).save(target, quality=70)
-        made.append(target)
+        made.append((path, target))
     return made
