@@ -1,0 +1,119 @@
+"""Many small commits: the memory and time of an index run whose model is slow, so that
+each commit (every couple of seconds) holds few rows, with and without compacting the
+table every 100 commits as `photon index` does (ingest._OPTIMIZE_EVERY).
+
+    python benchmarks/commits.py [--commits 1200] [--rows 10]
+
+Each variant runs in a fresh process on a fresh table of 768-d rows through photon's
+ImageTable (upserts, and a reuse lookup every 5 commits, as the indexer makes them).
+Writes benchmarks/results/commits.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from photon_index.store.schema import ImageRow
+from photon_index.store.table import ImageTable
+
+DATE = "2026-11-23"
+RESULTS = Path(__file__).resolve().parent / "results" / "commits.md"
+DIM = 768
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS"))
+    return int(line.split()[1]) / 1024
+
+
+def image_row(path: str, digest: str, vector: np.ndarray) -> ImageRow:
+    return ImageRow(
+        path=path,
+        content_hash=digest,
+        phash=bytes(8),
+        file_size=2_000_000,
+        mtime_ns=0,
+        width=4032,
+        height=3024,
+        format="JPEG",
+        taken_at=None,
+        camera=None,
+        latitude=None,
+        longitude=None,
+        model="bench",
+        embedding=vector,
+        indexed_at=datetime.now(timezone.utc),
+    )
+
+
+def run_variant(commits: int, rows: int, optimize_every: int) -> dict:
+    """One indexer-like process: commits of `rows` rows; RSS sampled as it goes."""
+    db = Path(tempfile.mkdtemp(prefix="photon-commits-")) / "db"
+    table = ImageTable.create(db, DIM, "bench", "bench")
+    rng = np.random.default_rng(0)
+    started, samples = time.perf_counter(), []
+    for commit in range(commits):
+        vectors = rng.standard_normal((rows, DIM)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        names = [(f"/photos/{commit:05d}/{i:03d}.jpg", f"{commit}-{i}") for i in range(rows)]
+        table.upsert([image_row(p, h, v) for (p, h), v in zip(names, vectors, strict=True)])
+        if optimize_every and (commit + 1) % optimize_every == 0:
+            table.optimize()
+        if commit % 5 == 0:
+            table.rows_by_hash([f"{commit}-0"])
+        if (commit + 1) % max(1, commits // 4) == 0:
+            samples.append(round(rss_mb()))
+    elapsed = time.perf_counter() - started
+    return {"seconds": elapsed, "rss": samples, "rows": table.count()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--commits", type=int, default=1200)
+    parser.add_argument("--rows", type=int, default=10)
+    parser.add_argument("--variant", type=int, help=argparse.SUPPRESS)  # the child process
+    args = parser.parse_args()
+    if args.variant is not None:
+        print(json.dumps(run_variant(args.commits, args.rows, args.variant)))
+        return
+    load = "{:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
+    results = {}
+    for every in (0, 100):
+        command = [sys.executable, __file__, "--commits", str(args.commits)]
+        command += ["--rows", str(args.rows), "--variant", str(every)]
+        out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        results[every] = json.loads(out.splitlines()[-1])
+    quarters = ", ".join(f"{q * args.commits // 4}" for q in range(1, 5))
+    lines = [
+        "# Many small commits",
+        "",
+        f"- Date: {DATE}. Command: `python benchmarks/commits.py --commits {args.commits} "
+        f"--rows {args.rows}`. Load average at start {load}.",
+        f"- Machine: {platform.machine()}, {os.cpu_count()} cores. "
+        f"{args.commits} commits of {args.rows} rows ({DIM}-d), each variant in a fresh process.",
+        "",
+        f"| variant | seconds | RSS MB after {quarters} commits |",
+        "|---|--:|--:|",
+    ]
+    for every, label in ((0, "no compaction"), (100, "compact every 100 commits (photon)")):
+        r = results[every]
+        lines.append(f"| {label} | {r['seconds']:.0f} | {' / '.join(map(str, r['rss']))} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    RESULTS.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
