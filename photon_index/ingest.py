@@ -25,8 +25,8 @@ from photon_index.store.schema import ImageRow
 from photon_index.store.table import ImageTable
 
 # Every commit adds a fragment and a version, and Lance's per-commit cost and memory grow
-# with their number: 1,200 small commits grew a process to 1.2 GB and took 104 s, against
-# 660 MB and 22 s when compacted every 100 (benchmarks/commits.py). A slow model commits
+# with their number: 1,200 small commits grew a process to 1.2 GB and took 124 s, against
+# 500 MB and 27 s when compacted every 100 (benchmarks/commits.py). A slow model commits
 # a few rows every couple of seconds, so a long run compacts as it goes.
 _OPTIMIZE_EVERY = 100  # commits
 

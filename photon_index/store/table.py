@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,6 +53,7 @@ class ImageTable:
     def __init__(self, dataset: lance.LanceDataset, db_path: Path) -> None:
         self.dataset = dataset
         self.db_path = db_path
+        self._writer: lancedb.table.Table | None = None
 
     @classmethod
     def open(cls, db_path: Path) -> ImageTable | None:
@@ -81,10 +81,12 @@ class ImageTable:
             raise DatabaseError(f"cannot create a database at {db_path}")
         return table
 
-    @cached_property
+    @property
     def writer(self) -> lancedb.table.Table:
         """The lancedb table, opened on the first write."""
-        return _connect(self.db_path).open_table(TABLE_NAME)
+        if self._writer is None:
+            self._writer = _connect(self.db_path).open_table(TABLE_NAME)
+        return self._writer
 
     @property
     def schema(self) -> pa.Schema:
@@ -207,7 +209,10 @@ class ImageTable:
     def optimize(self) -> None:
         """Merge the many small commits of a run and drop versions no reader needs."""
         self.writer.optimize(cleanup_older_than=_KEEP_OLD_VERSIONS)
-        self.dataset.checkout_latest()
+        # Both handles keep state for every version they have seen, which grows through
+        # a long run of small commits (benchmarks/commits.py): start them afresh.
+        self._writer = None
+        self.dataset = lance.dataset(str(_uri(self.db_path)))
 
 
 def _uri(db_path: Path) -> Path:
