@@ -137,7 +137,11 @@ class ImageTable:
             return self.dataset.to_table(
                 columns=[*columns, "_distance"], nearest=query, filter=where, prefilter=True
             )
-        except (ValueError, RuntimeError, OSError) as e:
+        except OSError as e:
+            raise DatabaseError(f"cannot read the database at {self.db_path}: {e}") from e
+        except (ValueError, RuntimeError) as e:
+            if where is None:
+                raise  # not the user's filter: a bug
             message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UsageError(f"the search filter was rejected: {message}") from e
 
