@@ -1,8 +1,9 @@
 """Many small commits: the memory and time of an index run whose model is slow, so that
-each commit (every couple of seconds) holds few rows, with and without compacting the
-table every 100 commits as `photon index` does (ingest._OPTIMIZE_EVERY).
+each commit (every couple of seconds) holds few rows. Three variants: neither of
+photon's two remedies, compaction every 100 commits only (ingest._OPTIMIZE_EVERY), and
+photon as it runs: compaction plus at most two glibc malloc arenas (store/malloc.py).
 
-    python benchmarks/commits.py [--commits 1200] [--rows 10]
+    python benchmarks/commits.py [--commits 3000] [--rows 3] [--variants none compact photon]
 
 Each variant runs in a fresh process on a fresh table of 768-d rows through photon's
 ImageTable (upserts, and a reuse lookup every 5 commits, as the indexer makes them).
@@ -24,17 +25,24 @@ from pathlib import Path
 
 import numpy as np
 
+from photon_index.store.malloc import cap_arenas
 from photon_index.store.schema import ImageRow
 from photon_index.store.table import ImageTable
 
 DATE = "2026-11-23"
 RESULTS = Path(__file__).resolve().parent / "results" / "commits.md"
 DIM = 768
+# name -> (compact every N commits, cap malloc arenas), label
+VARIANTS = {
+    "none": ((0, False), "neither"),
+    "compact": ((100, False), "compact every 100 commits"),
+    "photon": ((100, True), "compact every 100 commits + 2 malloc arenas (photon)"),
+}
 
 
-def rss_mb() -> float:
+def rss_mb(field: str = "VmRSS") -> float:
     with open("/proc/self/status") as status:
-        line = next(line for line in status if line.startswith("VmRSS"))
+        line = next(line for line in status if line.startswith(field))
     return int(line.split()[1]) / 1024
 
 
@@ -58,8 +66,11 @@ def image_row(path: str, digest: str, vector: np.ndarray) -> ImageRow:
     )
 
 
-def run_variant(commits: int, rows: int, optimize_every: int) -> dict:
+def run_variant(commits: int, rows: int, name: str) -> dict:
     """One indexer-like process: commits of `rows` rows; RSS sampled as it goes."""
+    optimize_every, cap = VARIANTS[name][0]
+    if cap:
+        cap_arenas()
     db = Path(tempfile.mkdtemp(prefix="photon-commits-")) / "db"
     table = ImageTable.create(db, DIM, "bench", "bench")
     rng = np.random.default_rng(0)
@@ -76,40 +87,44 @@ def run_variant(commits: int, rows: int, optimize_every: int) -> dict:
         if (commit + 1) % max(1, commits // 4) == 0:
             samples.append(round(rss_mb()))
     elapsed = time.perf_counter() - started
-    return {"seconds": elapsed, "rss": samples, "rows": table.count()}
+    return {"seconds": elapsed, "rss": samples, "peak": round(rss_mb("VmHWM"))}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--commits", type=int, default=1200)
-    parser.add_argument("--rows", type=int, default=10)
-    parser.add_argument("--variant", type=int, help=argparse.SUPPRESS)  # the child process
+    parser.add_argument("--commits", type=int, default=3000)
+    parser.add_argument("--rows", type=int, default=3)
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # runs one variant
     args = parser.parse_args()
-    if args.variant is not None:
-        print(json.dumps(run_variant(args.commits, args.rows, args.variant)))
+    if args.child is not None:
+        print(json.dumps(run_variant(args.commits, args.rows, args.child)))
         return
     load = "{:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
     results = {}
-    for every in (0, 100):
+    for name in args.variants:
         command = [sys.executable, __file__, "--commits", str(args.commits)]
-        command += ["--rows", str(args.rows), "--variant", str(every)]
+        command += ["--rows", str(args.rows), "--child", name]
         out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-        results[every] = json.loads(out.splitlines()[-1])
-    quarters = ", ".join(f"{q * args.commits // 4}" for q in range(1, 5))
+        results[name] = json.loads(out.splitlines()[-1])
+    quarters = " / ".join(f"{q * args.commits // 4:,}" for q in range(1, 5))
     lines = [
         "# Many small commits",
         "",
         f"- Date: {DATE}. Command: `python benchmarks/commits.py --commits {args.commits} "
-        f"--rows {args.rows}`. Load average at start {load}.",
+        f"--rows {args.rows} --variants {' '.join(args.variants)}`. "
+        f"Load average at start {load}.",
         f"- Machine: {platform.machine()}, {os.cpu_count()} cores. "
-        f"{args.commits} commits of {args.rows} rows ({DIM}-d), each variant in a fresh process.",
+        f"{args.commits:,} commits of {args.rows} rows ({DIM}-d), each variant in a fresh "
+        "process. Compressed in time: a real run keeps a minute of old versions (about 30 "
+        "commits), this one keeps nearly all of them; dropping them all changed little.",
         "",
-        f"| variant | seconds | RSS MB after {quarters} commits |",
-        "|---|--:|--:|",
+        f"| variant | seconds | RSS MB after {quarters} commits | peak RSS MB |",
+        "|---|--:|--:|--:|",
     ]
-    for every, label in ((0, "no compaction"), (100, "compact every 100 commits (photon)")):
-        r = results[every]
-        lines.append(f"| {label} | {r['seconds']:.0f} | {' / '.join(map(str, r['rss']))} |")
+    for name, r in results.items():
+        rss = " / ".join(map(str, r["rss"]))
+        lines.append(f"| {VARIANTS[name][1]} | {r['seconds']:.0f} | {rss} | {r['peak']} |")
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.write_text(text)

@@ -12,6 +12,7 @@ from photon_index.errors import UsageError
 from photon_index.models import ModelFiles, load_model
 from photon_index.models.download import resolve_endpoint
 from photon_index.models.installed import folder_size
+from photon_index.store.malloc import cap_arenas
 from photon_index.store.table import ImageTable
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ class Index:
         self, roots: Sequence[Path | str], *, model: str | None = None, progress: bool = False
     ) -> IndexReport:
         """Bring the index up to date with the pictures under roots."""
+        cap_arenas()  # before Lance's threads start allocating
         paths = [Path(r).expanduser() for r in roots]
         missing = [str(p) for p in paths if not p.exists()]
         if missing:

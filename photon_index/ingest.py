@@ -211,7 +211,10 @@ class Ingest:
             self._bar.update(len(self._reuse))
             self._reuse = []
         if self._rows:
-            self.table.upsert(self._rows)
+            # Appending is cheaper than an upsert, which reads the table: only paths
+            # already indexed before this run need replacing (each path comes once a run).
+            self.table.add([r for r in self._rows if r.path not in self._stamps])
+            self.table.upsert([r for r in self._rows if r.path in self._stamps])
             self._commits += 1
             if self._commits % _OPTIMIZE_EVERY == 0:
                 self.table.optimize()

@@ -17,6 +17,7 @@ from corpus import make_bad_corpus
 
 from photon_index import Index
 from photon_index.discover import display
+from photon_index.hashing import content_hash
 from photon_index.models.registry import BUNDLED_DIR
 from photon_index.synthetic import write_pictures
 
@@ -96,6 +97,27 @@ def test_moved_copied_and_deleted_files(tmp_path: Path, photos: Path, private_mo
     assert str(photos / "album" / files[0].name) in stored
     assert str(files[0]) not in stored and str(files[3]) not in stored
     assert len(stored) == 12
+
+
+def test_edited_and_swapped_files_replace_their_rows(tmp_path: Path, photos: Path):
+    db = tmp_path / "db"
+    index_json(photos, "--db", db, "--model", TINY)
+    files = sorted(photos.glob("*.jpg"))
+    [(other, _)] = write_pictures(tmp_path / "other", 1, seed=99)
+    shutil.copy(other, files[0])  # edited in place: new bytes under a known path
+    files[1].rename(tmp_path / "swap.jpg")  # two known files trade places
+    files[2].rename(files[1])
+    (tmp_path / "swap.jpg").rename(files[2])
+    for path in files[:3]:
+        os.utime(path, ns=(time.time_ns(), time.time_ns()))
+
+    report = index_json(photos, "--db", db, "--model", TINY)
+    assert (report["indexed"], report["reused"], report["skipped"]) == (1, 2, 9)
+    stored = Index(db).table().columns(["path", "content_hash"]).to_pydict()
+    hashes = dict(zip(stored["path"], stored["content_hash"], strict=True))
+    assert len(stored["path"]) == len(hashes) == 12
+    for path in files[:3]:
+        assert hashes[str(path)] == content_hash(path.read_bytes())
 
 
 def test_no_prune_keeps_rows_of_deleted_files(tmp_path: Path, photos: Path):

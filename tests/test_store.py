@@ -100,3 +100,17 @@ def test_reads_after_a_write_see_it(table: ImageTable) -> None:
     table.upsert([row("/a.jpg", "x")])
     assert table.version > before and table.count() == 1
     assert ImageTable.open(table.db_path).count() == 1
+
+
+def test_compaction_merges_small_fragments_and_leaves_large_ones(
+    table: ImageTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("photon_index.store.table.FRAGMENT_ROWS", 10)
+    table.upsert([row(f"/big/{i}.jpg", f"b{i}") for i in range(12)])
+    for i in range(5):
+        table.upsert([row(f"/{i}.jpg", str(i))])
+    large = table.dataset.get_fragments()[0]
+    table.optimize()
+    fragments = table.dataset.get_fragments()
+    assert [f.fragment_id for f in fragments][:1] == [large.fragment_id]  # not rewritten
+    assert [f.count_rows() for f in fragments] == [12, 5]
