@@ -1,12 +1,17 @@
 """Many small commits: the memory and time of an index run whose model is slow, so that
-each commit (every couple of seconds) holds few rows. Three variants: neither of
-photon's two remedies, compaction every 100 commits only (ingest._OPTIMIZE_EVERY), and
-photon as it runs: compaction plus at most two glibc malloc arenas (store/malloc.py).
+each commit (every couple of seconds) holds few rows.
 
-    python benchmarks/commits.py [--commits 3000] [--rows 3] [--variants none compact photon]
+Part 1, memory: three variants, each in a fresh process on a fresh table of 768-d rows
+through photon's ImageTable (appends, and a reuse lookup every 5 commits, as the indexer
+makes them): neither of photon's two remedies, compaction every 100 commits only
+(ingest._OPTIMIZE_EVERY), and photon as it runs: compaction plus at most two glibc
+malloc arenas (store/malloc.py).
+Part 2, cost at library size: into a table of --library rows, the median commit by
+append and by upsert, and compaction after 100 commits with photon's bound on what it
+rewrites (table.FRAGMENT_ROWS) and with Lance's default.
 
-Each variant runs in a fresh process on a fresh table of 768-d rows through photon's
-ImageTable (upserts, and a reuse lookup every 5 commits, as the indexer makes them).
+    python benchmarks/commits.py [--commits 3000] [--rows 3] [--library 200000]
+
 Writes benchmarks/results/commits.md.
 """
 
@@ -16,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+import photon_index.store.table as table_module
 from photon_index.store.malloc import cap_arenas
 from photon_index.store.schema import ImageRow
-from photon_index.store.table import ImageTable
+from photon_index.store.table import FRAGMENT_ROWS, ImageTable
 
 DATE = "2026-11-23"
 RESULTS = Path(__file__).resolve().parent / "results" / "commits.md"
@@ -79,7 +86,7 @@ def run_variant(commits: int, rows: int, name: str) -> dict:
         vectors = rng.standard_normal((rows, DIM)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         names = [(f"/photos/{commit:05d}/{i:03d}.jpg", f"{commit}-{i}") for i in range(rows)]
-        table.upsert([image_row(p, h, v) for (p, h), v in zip(names, vectors, strict=True)])
+        table.add([image_row(p, h, v) for (p, h), v in zip(names, vectors, strict=True)])
         if optimize_every and (commit + 1) % optimize_every == 0:
             table.optimize()
         if commit % 5 == 0:
@@ -90,11 +97,45 @@ def run_variant(commits: int, rows: int, name: str) -> dict:
     return {"seconds": elapsed, "rss": samples, "peak": round(rss_mb("VmHWM"))}
 
 
+def rows_for(prefix: str, count: int, rng: np.random.Generator) -> list[ImageRow]:
+    vectors = rng.standard_normal((count, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return [image_row(f"/{prefix}/{i}.jpg", f"{prefix}-{i}", v) for i, v in enumerate(vectors)]
+
+
+def library_costs(library: int, rows: int) -> dict:
+    """Commit and compaction costs once the table holds `library` rows."""
+    cap_arenas()
+    db = Path(tempfile.mkdtemp(prefix="photon-library-")) / "db"
+    table = ImageTable.create(db, DIM, "bench", "bench")
+    rng = np.random.default_rng(1)
+    for start in range(0, library, 20_000):
+        table.add(rows_for(f"library/{start}", min(20_000, library - start), rng))
+    table.optimize()
+    costs: dict = {"fragments": len(table.dataset.get_fragments()), "bound": FRAGMENT_ROWS}
+    for round_, name in enumerate(("add", "upsert", "add", "upsert")):  # the machine is shared
+        write = getattr(table, name)
+        for i in range(20):
+            batch = rows_for(f"{name}/{round_}/{i}", rows, rng)
+            started = time.perf_counter()
+            write(batch)
+            costs.setdefault(name, []).append(time.perf_counter() - started)
+    for label, bound in (("photon", FRAGMENT_ROWS), ("lance default", 1024**2)):
+        table_module.FRAGMENT_ROWS = bound
+        for i in range(100):
+            table.add(rows_for(f"{label}/{i}", rows, rng))
+        started = time.perf_counter()
+        table.optimize()
+        costs[label] = time.perf_counter() - started
+    return costs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--commits", type=int, default=3000)
     parser.add_argument("--rows", type=int, default=3)
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--library", type=int, default=200_000, help="rows, for part 2")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # runs one variant
     args = parser.parse_args()
     if args.child is not None:
@@ -112,7 +153,7 @@ def main() -> None:
         "# Many small commits",
         "",
         f"- Date: {DATE}. Command: `python benchmarks/commits.py --commits {args.commits} "
-        f"--rows {args.rows} --variants {' '.join(args.variants)}`. "
+        f"--rows {args.rows} --library {args.library} --variants {' '.join(args.variants)}`. "
         f"Load average at start {load}.",
         f"- Machine: {platform.machine()}, {os.cpu_count()} cores. "
         f"{args.commits:,} commits of {args.rows} rows ({DIM}-d), each variant in a fresh "
@@ -125,9 +166,30 @@ def main() -> None:
     for name, r in results.items():
         rss = " / ".join(map(str, r["rss"]))
         lines.append(f"| {VARIANTS[name][1]} | {r['seconds']:.0f} | {rss} | {r['peak']} |")
+    costs = library_costs(args.library, args.rows)
+    lines += [
+        "",
+        f"Into a table of {args.library:,} rows ({costs['fragments']} fragments), "
+        f"commits of {args.rows} rows, medians of 40:",
+        "",
+        "| write | ms per commit |",
+        "|---|--:|",
+        f"| append (photon, for paths new to the table) | {_ms(costs['add'])} |",
+        f"| upsert (merge_insert on path) | {_ms(costs['upsert'])} |",
+        "",
+        "Compaction after 100 such commits (`ImageTable.optimize()`): "
+        f"**{costs['photon']:.2f} s** with fragments bounded to "
+        f"{costs['bound']:,} rows (photon), "
+        f"**{costs['lance default']:.2f} s** with Lance's default target of 1,048,576 rows, "
+        "which rewrites every fragment smaller than that: the whole table.",
+    ]
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.write_text(text)
+
+
+def _ms(seconds: list[float]) -> str:
+    return f"{statistics.median(seconds) * 1000:.1f}"
 
 
 if __name__ == "__main__":
