@@ -12,6 +12,7 @@ from photon_index.errors import UsageError
 from photon_index.models import ModelFiles, load_model
 from photon_index.models.download import resolve_endpoint
 from photon_index.models.installed import folder_size
+from photon_index.store.lock import write_lock
 from photon_index.store.malloc import cap_arenas
 from photon_index.store.table import ImageTable
 
@@ -64,6 +65,18 @@ class Index:
         if missing:
             raise UsageError(f"no such file or folder: {', '.join(missing)}")
         loaded = self.load_model(model, progress=progress)
+        with write_lock(self.db_path):
+            table = self._table_for(loaded, model)
+            from photon_index.ingest import Ingest
+
+            report = Ingest(table, loaded, self.settings, progress=progress).run(paths)
+            if table.vector_index() is None and table.count() >= self.settings.search.ann_threshold:
+                table.build_vector_index(self.settings.search.rows_per_partition)
+        return report
+
+    def _table_for(self, loaded: ModelFiles, ref: str | None) -> ImageTable:
+        """This index's table, created for the model if there is none; refused if it was
+        built with another model."""
         table = self.table()
         if table is not None and table.model != loaded.name:
             raise UsageError(
@@ -73,13 +86,8 @@ class Index:
             )
         if table is None:
             dim = _vision_dim(loaded)
-            table = ImageTable.create(self.db_path, dim, loaded.name, model or loaded.name)
-        from photon_index.ingest import Ingest
-
-        report = Ingest(table, loaded, self.settings, progress=progress).run(paths)
-        if table.vector_index() is None and table.count() >= self.settings.search.ann_threshold:
-            table.build_vector_index(self.settings.search.rows_per_partition)
-        return report
+            table = ImageTable.create(self.db_path, dim, loaded.name, ref or loaded.name)
+        return table
 
     def search(
         self,
@@ -134,9 +142,10 @@ class Index:
     def optimize(self) -> None:
         """Compact the table and retrain the ANN index once the table is large enough."""
         table = self._existing_table()
-        table.optimize()
-        if table.count() >= self.settings.search.ann_threshold:
-            table.build_vector_index(self.settings.search.rows_per_partition)
+        with write_lock(self.db_path):
+            table.optimize()
+            if table.count() >= self.settings.search.ann_threshold:
+                table.build_vector_index(self.settings.search.rows_per_partition)
 
     def _existing_table(self) -> ImageTable:
         table = self.table()

@@ -19,6 +19,7 @@ from photon_index import Index
 from photon_index.discover import display
 from photon_index.hashing import content_hash
 from photon_index.models.registry import BUNDLED_DIR
+from photon_index.store.lock import write_lock
 from photon_index.synthetic import write_pictures
 
 pytestmark = pytest.mark.slow
@@ -118,6 +119,21 @@ def test_edited_and_swapped_files_replace_their_rows(tmp_path: Path, photos: Pat
     assert len(stored["path"]) == len(hashes) == 12
     for path in files[:3]:
         assert hashes[str(path)] == content_hash(path.read_bytes())
+
+
+def test_a_second_writer_is_refused_while_one_runs(tmp_path: Path, photos: Path):
+    db = tmp_path / "db"
+    index_json(photos, "--db", db, "--model", TINY)
+    write_pictures(photos / "new", 2, seed=8)
+    with write_lock(db):  # as a running `photon index` holds it
+        result = run_photon("index", photos, "--db", db, "--model", TINY, check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: another photon process is writing to {db}; "
+        "wait for it to finish, or use --db for another index"
+    ]
+    assert len(rows(db)) == 12
+    assert index_json(photos, "--db", db, "--model", TINY)["indexed"] == 2
 
 
 def test_no_prune_keeps_rows_of_deleted_files(tmp_path: Path, photos: Path):

@@ -1,0 +1,41 @@
+"""One writer per database. The indexer appends rows for paths that were not in the table
+when its run began, so two runs at once would both store the same new paths.
+
+The lock is an flock on a file in the database folder: the kernel drops it when its
+process ends, so a killed run never leaves a stale lock behind. Readers (searches) do
+not take it: they read the last committed version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from photon_index.errors import DatabaseError, UsageError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; one run at a time is then up to the user
+    fcntl = None  # type: ignore[assignment]
+
+LOCK_FILE = "photon-writer.lock"
+
+
+@contextmanager
+def write_lock(db_path: Path) -> Iterator[None]:
+    try:
+        db_path.mkdir(parents=True, exist_ok=True)
+        handle = open(db_path / LOCK_FILE, "a")  # noqa: SIM115 (held for the whole block)
+    except OSError as e:
+        raise DatabaseError(f"cannot write to the database at {db_path}: {e}") from e
+    with handle:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UsageError(
+                    f"another photon process is writing to {db_path}; "
+                    "wait for it to finish, or use --db for another index"
+                ) from None
+        yield
