@@ -4,7 +4,7 @@ each commit (every couple of seconds) holds few rows.
 Part 1, memory: three variants, each in a fresh process on a fresh table of 768-d rows
 through photon's ImageTable (appends, and a reuse lookup every 5 commits, as the indexer
 makes them): neither of photon's two remedies, compaction every 100 commits only
-(ingest._OPTIMIZE_EVERY), and photon as it runs: compaction plus at most two glibc
+(ingest._COMPACT_EVERY), and photon as it runs: compaction plus at most two glibc
 malloc arenas (store/malloc.py).
 Part 2, cost at library size: into a table of --library rows, the median commit by
 append and by upsert, and compaction after 100 commits with photon's bound on what it
@@ -88,7 +88,7 @@ def run_variant(commits: int, rows: int, name: str) -> dict:
         names = [(f"/photos/{commit:05d}/{i:03d}.jpg", f"{commit}-{i}") for i in range(rows)]
         table.add([image_row(p, h, v) for (p, h), v in zip(names, vectors, strict=True)])
         if optimize_every and (commit + 1) % optimize_every == 0:
-            table.optimize()
+            table.compact()
         if commit % 5 == 0:
             table.rows_by_hash([f"{commit}-0"])
         if (commit + 1) % max(1, commits // 4) == 0:
@@ -125,7 +125,7 @@ def library_costs(library: int, rows: int) -> dict:
         for i in range(100):
             table.add(rows_for(f"{label}/{i}", rows, rng))
         started = time.perf_counter()
-        table.optimize()
+        table.compact()
         costs[label] = time.perf_counter() - started
     return costs
 
@@ -177,7 +177,7 @@ def main() -> None:
         f"| append (photon, for paths new to the table) | {_ms(costs['add'])} |",
         f"| upsert (merge_insert on path) | {_ms(costs['upsert'])} |",
         "",
-        "Compaction after 100 such commits (`ImageTable.optimize()`): "
+        "Compaction after 100 such commits (`ImageTable.compact()`): "
         f"**{costs['photon']:.2f} s** with fragments bounded to "
         f"{costs['bound']:,} rows (photon), "
         f"**{costs['lance default']:.2f} s** with Lance's default target of 1,048,576 rows, "

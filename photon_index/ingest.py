@@ -28,7 +28,7 @@ from photon_index.store.table import ImageTable
 # with their number: 3,000 commits of 3 rows took 257 s and grew a process to 2 GB,
 # against 52 s and under 550 MB when compacted every 100 (benchmarks/commits.py). A slow
 # model commits a few rows every couple of seconds, so a long run compacts as it goes.
-_OPTIMIZE_EVERY = 100  # commits
+_COMPACT_EVERY = 100  # commits
 
 
 @dataclass(frozen=True)
@@ -216,8 +216,8 @@ class Ingest:
             self.table.add([r for r in self._rows if r.path not in self._stamps])
             self.table.upsert([r for r in self._rows if r.path in self._stamps])
             self._commits += 1
-            if self._commits % _OPTIMIZE_EVERY == 0:
-                self.table.optimize()
+            if self._commits % _COMPACT_EVERY == 0:
+                self.table.compact()
         self._rows = []
         self._last_commit = time.monotonic()
 

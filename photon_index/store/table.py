@@ -1,5 +1,5 @@
 """The images table: opening it, the reads the indexer and the queries need, and
-batched upserts keyed by path. Each write is committed atomically as a new version, so
+batched writes keyed by path. Each write is committed atomically as a new version, so
 a killed run leaves the last committed version intact and readers never see half a batch.
 
 Writes go through lancedb; reads and compaction go through pylance, the Lance format
@@ -41,8 +41,8 @@ _KEEP_OLD_VERSIONS = timedelta(minutes=1)
 _IN_CHUNK = 500  # values per SQL IN (...) list
 # Compaction merges fragments smaller than this and leaves larger ones alone, so what it
 # rewrites is bounded by this, not by the library. With Lance's default (a million rows)
-# each compaction rewrote the whole table: 2.3 s and 600 MB at 200,000 rows, every 100
-# commits of an index run and at the end of every run.
+# each compaction, every 100 commits of a run and at its end, rewrote the whole table:
+# 2.8 s against 0.2 s at 200,000 rows (benchmarks/commits.py).
 FRAGMENT_ROWS = 20_000
 
 
@@ -172,8 +172,8 @@ class ImageTable:
 
     def add(self, rows: list[ImageRow]) -> None:
         """Append rows whose paths are not in the table. Unlike upsert it reads nothing,
-        so a commit costs the same however large the library: 5 ms against 33 ms for 3
-        rows into 200,000."""
+        so a commit costs the same however large the library: 5 ms against 38 ms for 3
+        rows into 200,000 (benchmarks/commits.py)."""
         if rows:
             self._write(lambda data: self.writer.add(data), rows)
 
@@ -229,12 +229,22 @@ class ImageTable:
         self.writer.create_index("embedding", config=config, replace=True)
         self.dataset.checkout_latest()
 
+    def compact(self) -> None:
+        """Merge the small fragments that commits leave, and drop versions no reader
+        needs. New rows stay out of the vector index: Lance never merges fragments the
+        index covers with ones it does not, so indexing them at every compaction of a
+        run would leave one more small fragment each time."""
+        self._maintain(index=False)
+
     def optimize(self) -> None:
-        """Merge the small fragments that commits leave, add new rows to the vector
-        index, and drop versions no reader needs."""
+        """Compact, and add the rows new since the last time to the vector index."""
+        self._maintain(index=True)
+
+    def _maintain(self, index: bool) -> None:
         try:
             self.dataset.optimize.compact_files(target_rows_per_fragment=FRAGMENT_ROWS)
-            self.dataset.optimize.optimize_indices()
+            if index:
+                self.dataset.optimize.optimize_indices()
             self.dataset.cleanup_old_versions(older_than=_KEEP_OLD_VERSIONS)
         except OSError as e:
             raise DatabaseError(f"cannot write to the database at {self.db_path}: {e}") from e
