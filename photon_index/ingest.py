@@ -25,8 +25,8 @@ from photon_index.store.schema import ImageRow
 from photon_index.store.table import ImageTable
 
 # Every commit adds a fragment and a version, and Lance's per-commit cost and memory grow
-# with their number: 3,000 commits of 3 rows took 257 s and grew a process to 2 GB,
-# against 52 s and under 550 MB when compacted every 100 (benchmarks/commits.py). A slow
+# with their number: 3,000 commits of 3 rows took 315 s and grew a process to 2 GB,
+# against 50 s and under 550 MB when compacted every 100 (benchmarks/commits.py). A slow
 # model commits a few rows every couple of seconds, so a long run compacts as it goes.
 _COMPACT_EVERY = 100  # commits
 

@@ -114,3 +114,20 @@ def test_compaction_merges_small_fragments_and_leaves_large_ones(
     fragments = table.dataset.get_fragments()
     assert [f.fragment_id for f in fragments][:1] == [large.fragment_id]  # not rewritten
     assert [f.count_rows() for f in fragments] == [12, 5]
+
+
+def test_compactions_in_a_run_keep_merging_and_optimize_indexes_the_new_rows(
+    table: ImageTable,
+) -> None:
+    table.add([row(f"/old/{i}.jpg", f"o{i}", seed=i) for i in range(300)])
+    table.build_vector_index(rows_per_partition=100)
+    index = table.vector_index()
+    for i in range(3):  # three compactions of a run, each after a few commits
+        table.add([row(f"/new/{i}/{j}.jpg", f"n{i}-{j}", seed=1000 + 10 * i + j) for j in range(2)])
+        table.add([row(f"/new/{i}/2.jpg", f"n{i}-2", seed=1000 + 10 * i + 2)])
+        table.compact()
+    assert [f.count_rows() for f in table.dataset.get_fragments()] == [300, 9]
+    assert table.dataset.stats.index_stats(index)["num_unindexed_rows"] == 9
+    table.optimize()
+    assert table.dataset.stats.index_stats(index)["num_unindexed_rows"] == 0
+    assert table.count() == 309

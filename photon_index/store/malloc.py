@@ -4,7 +4,7 @@ Every commit runs on Lance's Rust threads, which allocate through the C library.
 gives each allocating thread an arena of its own (up to 8 per core) and keeps the freed
 pages of an arena mapped, so the indexer's RSS ratchets up commit after commit although
 nothing leaks (lance-format/lance#7242). Over 3,000 commits of 3 rows, an indexer-like
-process ended at 476 MB (545 MB peak) with the default arenas and at 275 MB (410 MB
+process ended at 455 MB (531 MB peak) with the default arenas and at 325 MB (412 MB
 peak) with two (benchmarks/commits.py).
 """
 

@@ -42,7 +42,7 @@ _IN_CHUNK = 500  # values per SQL IN (...) list
 # Compaction merges fragments smaller than this and leaves larger ones alone, so what it
 # rewrites is bounded by this, not by the library. With Lance's default (a million rows)
 # each compaction, every 100 commits of a run and at its end, rewrote the whole table:
-# 2.8 s against 0.2 s at 200,000 rows (benchmarks/commits.py).
+# 2.6 s against 0.24 s at 200,000 rows (benchmarks/commits.py).
 FRAGMENT_ROWS = 20_000
 
 
@@ -172,7 +172,7 @@ class ImageTable:
 
     def add(self, rows: list[ImageRow]) -> None:
         """Append rows whose paths are not in the table. Unlike upsert it reads nothing,
-        so a commit costs the same however large the library: 5 ms against 38 ms for 3
+        so a commit costs the same however large the library: 3 ms against 33 ms for 3
         rows into 200,000 (benchmarks/commits.py)."""
         if rows:
             self._write(lambda data: self.writer.add(data), rows)
