@@ -18,9 +18,11 @@ Writes benchmarks/results/commits.md.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -79,6 +81,7 @@ def run_variant(commits: int, rows: int, name: str) -> dict:
     if cap:
         cap_arenas()
     db = Path(tempfile.mkdtemp(prefix="photon-commits-")) / "db"
+    atexit.register(shutil.rmtree, db.parent, ignore_errors=True)
     table = ImageTable.create(db, DIM, "bench", "bench")
     rng = np.random.default_rng(0)
     started, samples = time.perf_counter(), []
@@ -107,6 +110,7 @@ def library_costs(library: int, rows: int) -> dict:
     """Commit and compaction costs once the table holds `library` rows."""
     cap_arenas()
     db = Path(tempfile.mkdtemp(prefix="photon-library-")) / "db"
+    atexit.register(shutil.rmtree, db.parent, ignore_errors=True)
     table = ImageTable.create(db, DIM, "bench", "bench")
     rng = np.random.default_rng(1)
     for start in range(0, library, 20_000):
