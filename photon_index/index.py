@@ -143,9 +143,11 @@ class Index:
         """Compact the table and retrain the ANN index once the table is large enough."""
         table = self._existing_table()
         with write_lock(self.db_path):
-            table.optimize()
-            if table.count() >= self.settings.search.ann_threshold:
-                table.build_vector_index(self.settings.search.rows_per_partition)
+            if table.count() < self.settings.search.ann_threshold:
+                table.optimize()
+                return
+            table.compact()  # the retrained index covers every row: no incremental update
+            table.build_vector_index(self.settings.search.rows_per_partition)
 
     def _existing_table(self) -> ImageTable:
         table = self.table()
