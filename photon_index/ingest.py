@@ -162,10 +162,8 @@ class Ingest:
             self._commit()
 
     def _drain(self) -> None:
-        if self._pool is not None:
-            for result in self._pool.drain():
-                self._receive(result)
-                self._collect(wait=False)
+        while self._pool is not None and self._pool.in_flight:
+            self._collect(wait=True)
 
     def _receive(self, result: Embedded | Failed) -> None:
         digest = self._hash_of.pop(result.path)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import random
 import signal
+import threading
+import time
+from multiprocessing.connection import wait
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +93,13 @@ def config(model: ModelFiles) -> WorkerConfig:
     return WorkerConfig(model, "cpu", 1, 10**8)
 
 
+def drain(pool: EmbedPool) -> list[Embedded | Failed]:
+    results: list[Embedded | Failed] = []
+    while pool.in_flight:
+        results += pool.results(wait=True)
+    return results
+
+
 @pytest.mark.slow
 def test_pool_embeds_and_reports_bad_files(tiny_model, pictures, tmp_path) -> None:
     bad = tmp_path / "bad.jpg"
@@ -97,7 +107,7 @@ def test_pool_embeds_and_reports_bad_files(tiny_model, pictures, tmp_path) -> No
     with EmbedPool(config(tiny_model), workers=2, timeout=30) as pool:
         pool.submit(pictures[:3])
         pool.submit([*pictures[3:], str(bad)])
-        results = list(pool.drain())
+        results = drain(pool)
     embedded = [r for r in results if isinstance(r, Embedded)]
     failed = [r for r in results if isinstance(r, Failed)]
     assert sorted(r.path for r in embedded) == sorted(pictures)
@@ -109,7 +119,7 @@ def test_a_killed_worker_is_replaced_and_its_batch_retried(tiny_model, pictures)
     with EmbedPool(config(tiny_model), workers=1, timeout=30) as pool:
         pool.submit(pictures)
         os.kill(pool._workers[0].process.pid, signal.SIGKILL)
-        results = list(pool.drain())
+        results = drain(pool)
     assert sorted(r.path for r in results if isinstance(r, Embedded)) == sorted(pictures)
 
 
@@ -119,7 +129,33 @@ def test_an_image_past_its_deadline_fails_alone(tiny_model, pictures, tmp_path) 
     Image.new("RGB", (10_000, 10_000), (30, 60, 90)).save(slow)
     with EmbedPool(config(tiny_model), workers=1, timeout=0.5) as pool:
         pool.submit([str(slow), pictures[0]])
-        results = {r.path: r for r in pool.drain()}
+        results = {r.path: r for r in drain(pool)}
     assert isinstance(results[str(slow)], Failed)
     assert "image_timeout" in results[str(slow)].error
     assert isinstance(results[pictures[0]], Embedded)
+
+
+@pytest.mark.slow
+def test_results_may_be_asked_for_while_handling_results(tiny_model, pictures) -> None:
+    """The indexer commits, and so reads the pool again, while it handles results. When
+    both workers had answered at once, that inner read emptied the second pipe and the
+    outer one then waited on it for ever (a hang seen in CI under load)."""
+    with EmbedPool(config(tiny_model), workers=2, timeout=30) as pool:
+        pool.submit(pictures[:3])
+        pool.submit(pictures[3:])
+        deadline = time.monotonic() + 60
+        pipes = [w.outbox for w in pool._workers]
+        while len(wait(pipes, timeout=0.1)) < 2 and time.monotonic() < deadline:
+            pass  # until both answers wait to be read
+        handled: list[Embedded | Failed] = []
+
+        def handle() -> None:
+            for result in pool.results(wait=True):
+                handled.append(result)
+                handled.extend(pool.results(wait=False))
+
+        reader = threading.Thread(target=handle, daemon=True)
+        reader.start()
+        reader.join(timeout=60)
+        assert not reader.is_alive(), "reading results blocked"
+    assert sorted(r.path for r in handled) == sorted(pictures)

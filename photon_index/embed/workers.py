@@ -12,7 +12,6 @@ import pickle
 import queue
 import time
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_for
@@ -102,33 +101,17 @@ class EmbedPool:
         self._next_id += 1
         self._assign(_Job(self._next_id, paths))
 
-    def results(self, wait: bool) -> Iterator[Embedded | Failed]:
-        """Results of finished jobs; with wait, block until some progress is made."""
-        while True:
-            by_pipe = {w.outbox: w for w in self._workers}
-            ready = wait_for(list(by_pipe), timeout=_POLL_SECONDS if wait else 0)
-            got = False
-            for pipe in ready:
-                message = _receive(pipe)
-                if message is None:
-                    continue  # the worker died; _reap replaces it
-                kind, job_id, payload = message
-                if kind == "error":
-                    raise ModelError(payload)
-                if kind == "ready":
-                    self._started(by_pipe[pipe])
-                if kind == "done":
-                    self._finish(by_pipe[pipe], job_id)
-                    got = True
-                    yield from payload
-            reaped = list(self._reap())
-            yield from reaped
-            if got or reaped or not wait or not self.in_flight:
-                return
+    def results(self, wait: bool) -> list[Embedded | Failed]:
+        """Results of finished jobs; with wait, block until some progress is made.
 
-    def drain(self) -> Iterator[Embedded | Failed]:
-        while self.in_flight:
-            yield from self.results(wait=True)
+        A list, read whole before anything is handed back, so a caller may ask again
+        while it handles them. (A generator did not allow that: suspended between two
+        ready pipes, it went on to read one the inner call had emptied, and blocked.)"""
+        while True:
+            finished = self._read(timeout=_POLL_SECONDS if wait else 0)
+            finished += self._reap()
+            if finished or not wait or not self.in_flight:
+                return finished
 
     def close(self) -> None:
         for worker in self._workers:
@@ -184,9 +167,27 @@ class EmbedPool:
             if worker.jobs:
                 worker.jobs[0].started = time.monotonic()
 
-    def _reap(self) -> Iterator[Failed]:
+    def _read(self, timeout: float) -> list[Embedded | Failed]:
+        """Every message the workers have sent, waiting up to timeout for the first."""
+        by_pipe = {w.outbox: w for w in self._workers}
+        finished: list[Embedded | Failed] = []
+        for pipe in wait_for(list(by_pipe), timeout=timeout):
+            message = _receive(pipe)
+            if message is None:
+                continue  # the worker died; _reap replaces it
+            kind, job_id, payload = message
+            if kind == "error":
+                raise ModelError(payload)
+            if kind == "ready":
+                self._started(by_pipe[pipe])
+            if kind == "done":
+                self._finish(by_pipe[pipe], job_id)
+                finished.extend(payload)
+        return finished
+
+    def _reap(self) -> list[Failed]:
         """Replace workers that died or overran their current job's deadline."""
-        now = time.monotonic()
+        now, failed = time.monotonic(), []
         for index, worker in enumerate(self._workers):
             current = worker.jobs[0] if worker.jobs else None
             dead = not worker.process.is_alive()
@@ -201,12 +202,13 @@ class EmbedPool:
             if current is None:
                 continue
             if len(current.paths) == 1:
-                yield Failed(current.paths[0], _LATE if late else _CRASHED)
+                failed.append(Failed(current.paths[0], _LATE if late else _CRASHED))
             else:  # find the guilty image by retrying one at a time
                 for path in current.paths:
                     self.submit([path])
             for job in list(worker.jobs)[1:]:
                 self._assign(job)
+        return failed
 
 
 def _worker_main(config: WorkerConfig, inbox: mp.Queue, outbox: Connection) -> None:
