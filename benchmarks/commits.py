@@ -22,6 +22,7 @@ import atexit
 import json
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -38,7 +39,7 @@ from photon_index.store.malloc import cap_arenas
 from photon_index.store.schema import ImageRow
 from photon_index.store.table import FRAGMENT_ROWS, ImageTable
 
-DATE = "2026-11-23"
+DATE = datetime.now().date().isoformat()  # the day this run started
 RESULTS = Path(__file__).resolve().parent / "results" / "commits.md"
 DIM = 768
 # name -> (compact every N commits, cap malloc arenas), label
@@ -156,8 +157,7 @@ def main() -> None:
     lines = [
         "# Many small commits",
         "",
-        f"- Date: {DATE}. Command: `python benchmarks/commits.py --commits {args.commits} "
-        f"--rows {args.rows} --library {args.library} --variants {' '.join(args.variants)}`. "
+        f"- Date: {DATE}. Command: `{shlex.join(['python', *sys.argv])}`. "
         f"Load average at start {load}.",
         f"- Machine: {platform.machine()}, {os.cpu_count()} cores. "
         f"{args.commits:,} commits of {args.rows} rows ({DIM}-d), each variant in a fresh "

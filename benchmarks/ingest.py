@@ -17,6 +17,7 @@ import os
 import platform
 import random
 import resource
+import shlex
 import shutil
 import statistics
 import sys
@@ -42,7 +43,7 @@ from photon_index.models.registry import BUNDLED_DIR
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "benchmarks" / "data" / "photos"
 RESULTS = ROOT / "benchmarks" / "results" / "ingest.md"
-DATE = "2026-11-23"
+DATE = time.strftime("%Y-%m-%d")  # the day this run started, written into its results
 SHARD = 100  # files per corpus folder: a run over N images indexes the first N/100 folders
 BACKGROUNDS = Path("/usr/share/backgrounds")
 # Only the packages' real photographs; their illustrations and gradients are left out.
@@ -261,7 +262,7 @@ def _index_child(
 ) -> None:
     # Imported here, not at the top: spawned workers re-import this script as their
     # __main__, and the real CLI's workers don't carry LanceDB.
-    import photon_index.ingest as ingest
+    import photon_index.ingest.run as ingest
     from photon_index.index import Index
     from photon_index.store.table import ImageTable
 
@@ -600,7 +601,7 @@ def main() -> None:
     print("timing each step on one core ...", flush=True)  # last: it loads every model here
     costs = stage_costs(cost_files, models, args.batch)
     context = {
-        "command": " ".join(["python", *sys.argv]),
+        "command": shlex.join(["python", *sys.argv]),
         "minutes": f"{(time.monotonic() - started) / 60:.0f}",
         "load_start": load_start,
         "load_end": "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg()),

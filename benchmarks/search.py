@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -34,7 +35,7 @@ from lancedb.index import HnswSq, IvfPq
 
 from photon_index.store.table import ImageTable, Nearest
 
-DATE = "2026-11-23"
+DATE = datetime.now().date().isoformat()  # the day this run started
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT / "data" / "search"
 RESULTS = ROOT / "results" / "search.md"
@@ -50,7 +51,10 @@ COLUMNS = ["path", "taken_at", "width", "height", "_distance"]  # what Searcher 
 FILTERS: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
     "10 %": ("starts_with(path, '/photos/3/')", lambda ids: ids % 10 == 3),
     "1 %": ("starts_with(path, '/photos/3/43/')", lambda ids: ids % 100 == 43),
+    "0.1 %": ("starts_with(path, '/photos/3/43/343/')", lambda ids: ids % 1000 == 343),
 }
+# What photon's searches use: the shipped defaults (configs/default.toml).
+PHOTON = Nearest(nprobes=20, refine_factor=10, exact_below=5_000)
 
 
 # --- data -------------------------------------------------------------------------------
@@ -88,7 +92,7 @@ class Space:
 
 
 def path_of(i: int) -> str:
-    return f"/photos/{i % 10}/{i % 100:02d}/{i:07d}.jpg"
+    return f"/photos/{i % 10}/{i % 100:02d}/{i % 1000:03d}/{i:07d}.jpg"
 
 
 def id_of(path: str) -> int:
@@ -149,10 +153,13 @@ class Probe:
     refine: int | None = None
     ef: int | None = None
     flat: bool = False
+    photon: bool = False  # ImageTable.nearest with PHOTON: what `photon search` runs
 
     def label(self) -> str:
         if self.flat:
             return "flat (exact)"
+        if self.photon:
+            return "photon's policy (ImageTable.nearest)"
         parts = [f"nprobes {self.nprobes}"]
         parts += [f"refine {self.refine}"] if self.refine else []
         parts += [f"ef {self.ef}"] if self.ef else []
@@ -168,6 +175,9 @@ class Measured:
 
 def search_ids(table: ImageTable, vector: np.ndarray, probe: Probe, where: str | None) -> list[int]:
     """The query ImageTable.nearest runs, parameterised (and exact, or with HNSW's ef)."""
+    if probe.photon:
+        found = table.nearest(vector, K, PHOTON, COLUMNS[:-1], where)
+        return [id_of(p) for p in found.column("path").to_pylist()]
     query: dict = {"column": "embedding", "q": vector, "k": K, "metric": "cosine"}
     if probe.flat:
         query["use_index"] = False
@@ -330,9 +340,14 @@ def _filtered_rows(
     rows = []
     for name, (where, keep) in FILTERS.items():
         exact = exact_top(base, queries, keep)
-        label = f"same, prefilter `--in` {name} of rows"
-        rows.append(_row(label, "", "", probe, measure(table, queries, exact, probe, where)))
-        print(rows[-1], flush=True)
+        kept = table.count_where(where)
+        probing = table._probing(PHOTON, kept)  # what photon chooses for this filter
+        chosen = ", ".join(f"{k} {v}" for k, v in probing.items())
+        chosen = "exact" if kept < PHOTON.exact_below else chosen
+        labels = [f"same, prefilter `--in` {name} of rows ({kept:,})", f"photon: {chosen}"]
+        for label, tried in zip(labels, (probe, Probe(photon=True)), strict=True):
+            rows.append(_row(label, "", "", tried, measure(table, queries, exact, tried, where)))
+            print(rows[-1], flush=True)
     return rows
 
 
@@ -551,7 +566,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--indices", nargs="+", default=INDICES, choices=INDICES)
     parser.add_argument("--keep", action="store_true", help="keep the tables in benchmarks/data")
     args = parser.parse_args(argv)
-    command = " ".join(["python benchmarks/search.py", *(argv or sys.argv[1:])])
+    command = shlex.join(["python", "benchmarks/search.py", *(argv or sys.argv[1:])])
     n_queries = 50 if args.quick else 200
     sizes = [5_000, 10_000] if args.quick else [5_000, 10_000, 20_000, 50_000, 100_000]
     indices = [i for i in args.indices if not (args.quick and i == "hnsw")]
@@ -592,7 +607,7 @@ def main(argv: list[str] | None = None) -> None:
         load, started = _load(), time.perf_counter()
         body = run()
         stamp = (
-            f"`{command}`: {time.perf_counter() - started:.0f} s, "
+            f"`{command}` on {DATE}: {time.perf_counter() - started:.0f} s, "
             f"load average {load} at start, {_load()} at end."
         )
         blocks[title] = "\n".join([f"## {title}", "", stamp, "", *body]).rstrip("\n") + "\n"

@@ -8,12 +8,18 @@ import json
 import sys
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
 from photon_index.config import Settings
 from photon_index.errors import PhotonError
+from photon_index.sizes import human_size
+
+try:  # recent typer vendors click; older versions use click itself
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_errors  # type: ignore[no-redef]
 
 app = typer.Typer(
     help="Local-first AI photo library: index, search and dedupe your pictures.",
@@ -52,14 +58,6 @@ def _json(value: Any) -> str:
     return json.dumps(value, default=default, ensure_ascii=False)
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
 @app.command()
 def index(
     paths: Annotated[list[Path], typer.Argument(help="Folders (or files) to index.")],
@@ -74,6 +72,14 @@ def index(
     prune: Annotated[
         bool, typer.Option(help="Remove files that disappeared from the index.")
     ] = True,
+    forget_missing: Annotated[
+        bool,
+        typer.Option(
+            "--forget-missing",
+            help="Also remove the pictures under PATHS that are missing or empty now "
+            "(kept by default: an unmounted drive looks like that).",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Add new and changed pictures under PATHS to the index."""
@@ -88,12 +94,16 @@ def index(
         exclude=[*settings.index.exclude, *(exclude or [])],
     )
     progress = not as_json and sys.stderr.isatty()
-    report = Index(db, settings=settings).update(paths, model=model, progress=progress)
+    report = Index(db, settings=settings).update(
+        paths, model=model, progress=progress, forget_missing=forget_missing
+    )
     if as_json:
         typer.echo(_json(report))
         return
     for failure in report.failures:
         typer.echo(f"failed: {failure.path}: {failure.error}", err=True)
+    for warning in report.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     pruned = f"{report.removed} removed" if prune else "pruning off"
     typer.echo(
         f"{report.discovered} discovered, {report.indexed} indexed, {report.reused} reused, "
@@ -114,7 +124,9 @@ def search(
     sub: Annotated[
         list[str] | None, typer.Option("--sub", help="Subtract a text or picture (WEIGHT:TERM).")
     ] = None,
-    limit: Annotated[int | None, typer.Option("-k", "--limit", min=1, help="Results.")] = None,
+    limit: Annotated[
+        int | None, typer.Option("-k", "--limit", min=1, max=10_000, help="Results (1-10,000).")
+    ] = None,
     under: Annotated[Path | None, typer.Option("--in", help="Only pictures under DIR.")] = None,
     after: Annotated[
         datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Taken on or after DATE.")
@@ -127,11 +139,26 @@ def search(
     device: DeviceOption = None,
     as_json: JsonOption = False,
     paths: Annotated[bool, typer.Option("--paths", help="Print only paths, one a line.")] = False,
+    print0: Annotated[
+        bool,
+        typer.Option("--print0", "-0", help="Print only paths, each ended by a NUL (xargs -0)."),
+    ] = False,
 ) -> None:
     """Find pictures by text ("dog on beach"), by picture (--image cat.jpg), or both."""
-    from photon_index.index import Index
-    from photon_index.query.search import Filters
+    import os
 
+    from photon_index.errors import UsageError
+    from photon_index.index import Index
+    from photon_index.query.search import Filters, printable
+
+    if as_json and print0:
+        raise UsageError("choose one of --json and --print0")
+    # A path given as an option must exist: a missing --image is not a text to search
+    # for, and a missing --in folder would quietly match nothing.
+    if image is not None and not image.expanduser().is_file():
+        raise UsageError(f"--image {printable(str(image))}: no such picture file")
+    if under is not None and not under.expanduser().is_dir():
+        raise UsageError(f"--in {printable(str(under))}: no such folder")
     if image is not None:
         if query is not None:
             add = [query, *(add or [])]
@@ -149,9 +176,12 @@ def search(
         typer.echo(
             _json([{**dataclasses.asdict(h), "score_kind": results.score} for h in results.hits])
         )
+    elif print0:  # the exact bytes of each path, which may hold any character but NUL
+        sys.stdout.buffer.write(b"".join(os.fsencode(h.path) + b"\0" for h in results.hits))
+        sys.stdout.flush()
     elif paths:
         for hit in results.hits:
-            typer.echo(hit.path)
+            typer.echo(printable(hit.path))
     elif not results.hits:
         typer.echo("no matches", err=True)
     else:
@@ -159,7 +189,7 @@ def search(
         typer.echo(f"{'#':>3}  {label:>7}  {'date':10}  path")
         for hit in results.hits:
             day = hit.taken_at.date().isoformat() if hit.taken_at else "-"
-            typer.echo(f"{hit.rank:>3}  {hit.score:7.4f}  {day:10}  {hit.path}")
+            typer.echo(f"{hit.rank:>3}  {hit.score:7.4f}  {day:10}  {printable(hit.path)}")
 
 
 @app.command()
@@ -169,49 +199,94 @@ def dedupe(
         bool, typer.Option("--similar", help="Also group pictures of the same scene.")
     ] = False,
     distance: Annotated[
-        int | None, typer.Option(min=0, max=64, help="Largest pHash distance of near copies.")
+        int | None, typer.Option(min=0, max=63, help="Largest pHash distance of near copies.")
     ] = None,
     cosine: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="Smallest cosine for --similar.")
     ] = None,
     move_to: Annotated[
-        Path | None, typer.Option(help="Move the copies here, keeping their relative paths.")
+        Path | None,
+        typer.Option(help="Move the copies here, below their full paths (outside the library)."),
     ] = None,
-    delete: Annotated[bool, typer.Option(help="Delete the copies (needs --yes).")] = False,
-    yes: Annotated[bool, typer.Option("--yes", help="Confirm --delete.")] = False,
+    delete: Annotated[
+        bool, typer.Option("--delete", help="Send the copies to the system trash (see --undo).")
+    ] = False,
+    permanent: Annotated[
+        bool,
+        typer.Option("--permanent", help="With --delete: delete for good, no undo (needs --yes)."),
+    ] = False,
+    delete_similar: Annotated[
+        bool,
+        typer.Option(
+            "--delete-similar", help="With --delete: remove the similar tier's pictures too."
+        ),
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm --delete --permanent.")] = False,
+    undo: Annotated[
+        bool, typer.Option("--undo", help="Put back the last batch moved or trashed.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Find exact copies, near copies and (--similar) the same scene; report, move or delete."""
+    """Find exact copies, near copies and (--similar) the same scene; report, move, trash
+    or delete them. Every action is journaled in the index folder; --undo puts it back."""
     from photon_index.errors import UsageError
     from photon_index.index import Index
 
-    if delete and not yes:
-        raise UsageError("--delete removes files for good: add --yes to confirm")
+    if undo and (move_to or delete):
+        raise UsageError("--undo puts back the last batch: use it without --move-to or --delete")
     if delete and move_to:
         raise UsageError("choose one of --move-to and --delete")
+    if (permanent or delete_similar) and not delete:
+        raise UsageError("--permanent and --delete-similar go with --delete")
+    if permanent and not yes:
+        raise UsageError("--delete --permanent removes files for good: add --yes to confirm")
     index = Index(db, settings=_settings())
+    if undo:
+        _print_undo(index.undo(), as_json)
+        return
     groups = index.dedupe(similar=similar, phash_distance=distance, similar_cosine=cosine)
     action = None
     if move_to:
         action = index.move_duplicates(groups, move_to)
+    elif delete and permanent:
+        action = index.delete_duplicates(groups, similar=delete_similar)
     elif delete:
-        action = index.delete_duplicates(groups)
+        action = index.trash_duplicates(groups, similar=delete_similar)
     if as_json:
-        done = dataclasses.asdict(action) if action else {"moved": [], "deleted": [], "failed": []}
+        empty = {"moved": [], "trashed": [], "deleted": [], "failed": [], "batch": None}
+        done = dataclasses.asdict(action) if action else empty
         typer.echo(_json({"groups": groups, **done}))
         return
     for group in groups:
         typer.echo(f"[{group.tier}] keep {group.keep}  ({group.reason})")
         for path in group.duplicates:
             typer.echo(f"    {path}")
+        for path in group.aliases:
+            typer.echo(f"    {path}  (same file as a path above: left alone)")
+        for path in group.beyond:
+            typer.echo(f"    {path}  (beyond the threshold of the keeper: left alone)")
     copies = sum(len(g.duplicates) for g in groups)
     typer.echo(f"{len(groups)} groups, {copies} copies")
     if action:
         for path, error in action.failed:
-            typer.echo(f"failed: {path}: {error}", err=True)
+            typer.echo(f"left alone: {path}: {error}", err=True)
         typer.echo(
-            f"{len(action.moved)} moved, {len(action.deleted)} deleted, {len(action.failed)} failed"
+            f"{len(action.moved)} moved, {len(action.trashed)} trashed, "
+            f"{len(action.deleted)} deleted for good, {len(action.failed)} left alone"
+            + ("; undo with `photon dedupe --undo`" if action.moved or action.trashed else "")
         )
+
+
+def _print_undo(report: Any, as_json: bool) -> None:
+    if as_json:
+        typer.echo(_json(report))
+        return
+    for path, error in report.failed:
+        typer.echo(f"not put back: {path}: {error}", err=True)
+    typer.echo(
+        f"batch {report.batch} ({report.kind}): {len(report.restored)} put back, "
+        f"{len(report.failed)} not"
+    )
 
 
 @app.command()
@@ -257,7 +332,7 @@ def info(db: DbOption = None, as_json: JsonOption = False) -> None:
     typer.echo(f"index:    {details.db}")
     typer.echo(f"model:    {details.model} ({details.dim}-d)")
     typer.echo(f"rows:     {details.rows}")
-    typer.echo(f"size:     {_size(details.size_bytes)}")
+    typer.echo(f"size:     {human_size(details.size_bytes)}")
     typer.echo(f"version:  {details.version}")
     typer.echo(f"indices:  {', '.join(details.indices) or 'none (exact search)'}")
     typer.echo(f"config:   {settings.paths.config_file}")
@@ -305,7 +380,7 @@ def models_list(as_json: JsonOption = False, device: DeviceOption = None) -> Non
         return
     for s in statuses:
         state = "bundled" if s.bundled else ("installed" if s.installed else "not installed")
-        typer.echo(f"{s.name:36} {state:14} {_size(s.size_bytes):>9}  {s.path}")
+        typer.echo(f"{s.name:36} {state:14} {human_size(s.size_bytes):>9}  {s.path}")
     typer.echo(f"device: {active}")
 
 
@@ -345,13 +420,32 @@ def models_path(
 
 
 def main() -> None:
+    """Run the CLI: a PhotonError or a bad command line is one line on stderr and its
+    exit code. Anything else keeps its traceback: it is a bug."""
     try:
-        app()
+        # Not standalone, so a usage error reaches us instead of becoming click's framed
+        # multi-line message; --help and the like return their exit code instead.
+        code = app(standalone_mode=False)
     except PhotonError as e:
-        typer.echo(f"error: {e}", err=True)
+        _fail(str(e), e.exit_code)
+    except click_errors.NoArgsIsHelpError as e:
+        e.show()  # a bare `photon`: the help is the answer
         sys.exit(e.exit_code)
+    except click_errors.ClickException as e:
+        ctx = getattr(e, "ctx", None)
+        hint = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
+        _fail(e.format_message().rstrip(".") + hint, e.exit_code)
+    except typer.Abort:
+        _fail("aborted", 1)
     except KeyboardInterrupt:
         typer.echo(
             "interrupted: everything committed so far is kept; run again to continue", err=True
         )
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    # One line whatever the message holds (an engine's or a path's newlines included).
+    typer.echo(f"error: {' '.join(message.splitlines())}", err=True)
+    sys.exit(code)

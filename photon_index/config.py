@@ -36,6 +36,7 @@ class IndexSettings:
     workers: int
     batch_size: int
     max_pixels: int
+    max_file_size: int
     image_timeout: float
     commit_interval: float
     prune: bool
@@ -50,6 +51,7 @@ class SearchSettings:
     rows_per_partition: int
     refine_factor: int
     nprobes: int
+    filtered_exact_rows: int
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,8 @@ class Settings:
     def with_overrides(self, section: str, **values: Any) -> Settings:
         """Apply command-line flags; a value of None means the flag was not given."""
         given = {k: v for k, v in values.items() if v is not None}
+        for key, value in given.items():
+            _check_range(section, key, value)
         return replace(self, **{section: replace(getattr(self, section), **given)})
 
 
@@ -154,6 +158,31 @@ def _parse(text: str, like: Any, name: str) -> Any:
         raise ConfigError(f"{name}={text!r} is not a valid {type(like).__name__}") from None
 
 
+# Most results a search returns: beyond this a "top k" is a table dump, and Lance's
+# k * refine_factor candidates would no longer fit in memory.
+MAX_RESULTS = 10_000
+
+# The allowed values of every numeric setting, inclusive. Outside them a setting fails
+# at load, naming the key, instead of later as a hang (workers = -1), a traceback
+# (limit = 0, nprobes = 0) or an engine error far from the cause.
+RANGES: dict[str, tuple[float, float]] = {
+    "model.threads": (0, 1024),
+    "index.workers": (0, 1024),
+    "index.batch_size": (1, 4096),
+    "index.max_pixels": (1, 10**12),
+    "index.max_file_size": (1, 2**60),
+    "index.image_timeout": (0.1, 86_400.0),
+    "index.commit_interval": (0.0, 86_400.0),
+    "search.limit": (1, MAX_RESULTS),
+    "search.ann_threshold": (1, 2**60),
+    "search.rows_per_partition": (1, 2**60),
+    "search.refine_factor": (1, 1000),
+    "search.nprobes": (1, 100_000),
+    "search.filtered_exact_rows": (0, 10**9),
+    "dedupe.phash_distance": (0, 63),
+    "dedupe.similar_cosine": (-1.0, 1.0),
+}
+
 _KINDS: dict[str, tuple[tuple[type, ...], str]] = {
     "int": ((int,), "whole number"),
     "float": ((int, float), "number"),
@@ -172,4 +201,17 @@ def _build(cls: type, values: dict[str, Any], section: str) -> Any:
         if not isinstance(value, types) or (isinstance(value, bool) and f.type != "bool"):
             raise ConfigError(f"config key {section}.{f.name} must be a {name}, got {value!r}")
         kwargs[f.name] = float(value) if f.type == "float" else value
+        _check_range(section, f.name, kwargs[f.name])
     return cls(**kwargs)
+
+
+def _check_range(section: str, key: str, value: Any) -> None:
+    bounds = RANGES.get(f"{section}.{key}")
+    # `not low <= value <= high` also refuses nan, which TOML allows.
+    if bounds is not None and not bounds[0] <= value <= bounds[1]:
+        low, high = bounds
+        env = f"PHOTON_{section}_{key}".upper()
+        raise ConfigError(
+            f"config key {section}.{key} ({env}) = {value!r} is out of range: "
+            f"it must be {low:,} to {high:,}"
+        )

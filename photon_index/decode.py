@@ -63,12 +63,17 @@ class _Exif:
 def read_bytes(path: Path) -> bytes:
     try:
         return path.read_bytes()
-    except PermissionError:
-        raise ImageError("permission denied: give your user read access to the file") from None
-    except FileNotFoundError:
-        raise ImageError("file disappeared before it could be read") from None
     except OSError as e:
-        raise ImageError(f"cannot read file: {e.strerror or e}") from e
+        raise read_error(e) from None
+
+
+def read_error(error: OSError) -> ImageError:
+    """What a failed read of a picture file means to its owner."""
+    if isinstance(error, PermissionError):
+        return ImageError("permission denied: give your user read access to the file")
+    if isinstance(error, FileNotFoundError):
+        return ImageError("file disappeared before it could be read")
+    return ImageError(f"cannot read file: {error.strerror or error}")
 
 
 def open_image(path: Path, *, max_pixels: int, draft: tuple[int, int] | None = None) -> Decoded:

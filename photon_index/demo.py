@@ -14,6 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from photon_index.config import Settings
+from photon_index.errors import UsageError
 from photon_index.index import Index
 from photon_index.synthetic import Scene, write_pictures
 
@@ -24,9 +25,15 @@ PICTURES = 60
 def run_demo(workdir: Path, settings: Settings) -> Iterator[str]:
     """Do the demo in workdir, yielding what a person should read as it goes."""
     pictures, db = workdir / "pictures", workdir / "db"
-    pictures.mkdir(parents=True, exist_ok=True)
-    written = write_pictures(pictures, PICTURES, seed=2026)
-    copies = _make_copies([path for path, _ in written[:4]], pictures / "copies")
+    try:
+        pictures.mkdir(parents=True, exist_ok=True)
+        written = write_pictures(pictures, PICTURES, seed=2026)
+        copies = _make_copies([path for path, _ in written[:4]], pictures / "copies")
+    except OSError as e:  # --dir names a file, a read-only or a full folder
+        raise UsageError(
+            f"cannot draw the demo pictures in {workdir} ({e.strerror or e}): "
+            "give --dir a writable folder"
+        ) from e
     yield f"drew {len(written)} pictures and {len(copies)} copies of some in {pictures}"
     planted = [{str(original), str(copy)} for original, copy in copies]
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 _HASH_SIZE = 8
 _SAMPLE_SIZE = 32  # imagehash's hash_size * highfreq_factor
+_CHUNK = 1 << 20
 
 
 def _dct_matrix(n: int) -> np.ndarray:
@@ -25,6 +27,15 @@ _DCT_LOW = _dct_matrix(_SAMPLE_SIZE)[:_HASH_SIZE]
 def content_hash(data: bytes) -> str:
     """128-bit BLAKE2b of the file's bytes, as 32 hex characters."""
     return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def file_hash(path: Path) -> str:
+    """content_hash of a file, read in chunks: memory stays flat however large it is."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def phash(image: Image.Image) -> bytes:

@@ -48,14 +48,17 @@ def real_photo(name: str) -> Image.Image:
     return Image.fromarray(getattr(skimage.data, name)())
 
 
-def run_photon(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """The real CLI in a child process, as a user would run it."""
+def run_photon(
+    *args: str | Path, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a child process, as a user would run it (env: extra variables)."""
     result = subprocess.run(
         [sys.executable, "-m", "photon_index", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=600,
         stdin=subprocess.DEVNULL,
+        env={**os.environ, **env} if env else None,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"photon {args} failed ({result.returncode}):\n{result.stderr}")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
+from conftest import run_photon
 
-from photon_index.config import Settings
+from photon_index.config import RANGES, Settings
 from photon_index.errors import ConfigError
 
 
@@ -57,3 +60,50 @@ def test_bad_environment_value_is_a_clear_error(monkeypatch) -> None:
     monkeypatch.setenv("PHOTON_INDEX_BATCH_SIZE", "lots")
     with pytest.raises(ConfigError, match="PHOTON_INDEX_BATCH_SIZE='lots' is not a valid int"):
         Settings.load()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "words"),
+    [
+        ("PHOTON_INDEX_WORKERS", "-1", "index.workers (PHOTON_INDEX_WORKERS) = -1 is out of range"),
+        ("PHOTON_SEARCH_LIMIT", "0", "search.limit (PHOTON_SEARCH_LIMIT) = 0 is out of range"),
+        ("PHOTON_SEARCH_LIMIT", "99999999999", "must be 1 to 10,000"),
+        ("PHOTON_SEARCH_NPROBES", "0", "search.nprobes (PHOTON_SEARCH_NPROBES) = 0"),
+        ("PHOTON_SEARCH_REFINE_FACTOR", "0", "search.refine_factor"),
+        ("PHOTON_INDEX_BATCH_SIZE", "0", "index.batch_size"),
+        ("PHOTON_INDEX_IMAGE_TIMEOUT", "-5", "index.image_timeout"),
+        ("PHOTON_INDEX_IMAGE_TIMEOUT", "nan", "index.image_timeout"),
+        ("PHOTON_DEDUPE_PHASH_DISTANCE", "64", "must be 0 to 63"),
+        ("PHOTON_DEDUPE_SIMILAR_COSINE", "1.5", "dedupe.similar_cosine"),
+    ],
+)
+def test_out_of_range_settings_are_refused(monkeypatch, name: str, value: str, words: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        Settings.load()
+
+
+def test_out_of_range_in_the_user_file_and_flags(isolated: Path) -> None:
+    (isolated / "config.toml").write_text("[model]\nthreads = -2\n")
+    with pytest.raises(ConfigError, match=re.escape("model.threads (PHOTON_MODEL_THREADS) = -2")):
+        Settings.load()
+    (isolated / "config.toml").write_text("")
+    with pytest.raises(ConfigError, match=r"search\.nprobes"):
+        Settings.load().with_overrides("search", nprobes=0)
+
+
+def test_every_numeric_setting_has_a_declared_range() -> None:
+    settings = Settings.load()
+    for section in ("model", "index", "search", "dedupe"):
+        for f in fields(getattr(settings, section)):
+            if f.type in ("int", "float"):
+                assert f"{section}.{f.name}" in RANGES, f"{section}.{f.name} has no range"
+                low, high = RANGES[f"{section}.{f.name}"]
+                assert low <= getattr(getattr(settings, section), f.name) <= high
+
+
+def test_out_of_range_setting_is_one_line_exit_2(monkeypatch) -> None:
+    monkeypatch.setenv("PHOTON_INDEX_WORKERS", "-1")
+    result = run_photon("info", check=False)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "index.workers" in result.stderr

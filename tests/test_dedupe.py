@@ -1,5 +1,7 @@
 """Duplicates in three tiers, the keeper each group suggests, and moving or deleting the
-rest safely: the library on hand-made tables, then `photon dedupe` end to end."""
+rest safely: the library on hand-made tables, then `photon dedupe` end to end. The
+safety of the actions themselves (journal, trash, undo, aliases, kills) is
+tests/test_actions.py."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+from dataclasses import replace
 from datetime import datetime, timezone
 from itertools import combinations
 from pathlib import Path
@@ -18,15 +21,16 @@ from conftest import TINY, run_photon
 from PIL import Image, ImageEnhance
 
 from photon_index import Index
+from photon_index.actions import Action, ActionReport, Journal, act
+from photon_index.actions import files as dedupe_files
 from photon_index.errors import UsageError
+from photon_index.hashing import content_hash, hamming
 from photon_index.query import dedupe
 from photon_index.query.dedupe import (
     DuplicateGroup,
     cosine_pairs,
-    delete_duplicates,
     find_duplicates,
     hamming_pairs,
-    move_duplicates,
 )
 from photon_index.store.schema import ImageRow
 from photon_index.store.table import ImageTable
@@ -134,17 +138,78 @@ def test_near_threshold_is_inclusive(table: ImageTable):
     assert find_duplicates(table, phash_distance=4, similar_cosine=None) == []
 
 
-def test_near_duplicates_chain_into_one_group(table: ImageTable):
-    # a-b and b-c are 4 bits apart, a-c 8: union-find puts all three together, and the
-    # group's distance says how far the farthest one is from the keeper.
+def test_a_chain_is_cut_at_the_keepers_threshold(table: ImageTable):
+    # a-b and b-c are 4 bits apart, a-c 8: union-find links all three, but c is beyond
+    # the threshold of the keeper a, so it is left alone (listed as beyond), not removed.
     groups = find(
         table,
         row("/a.jpg", bits=BASE, width=4000, height=3000),
         row("/b.jpg", bits=BASE ^ 0xF),
         row("/c.jpg", bits=BASE ^ 0xFF),
     )
-    assert summary(groups) == [("near", "/a.jpg", ["/b.jpg", "/c.jpg"])]
-    assert groups[0].distance == 8
+    assert summary(groups) == [("near", "/a.jpg", ["/b.jpg"])]
+    assert (groups[0].distance, groups[0].beyond) == (4, ["/c.jpg"])
+
+
+def test_first_by_path_is_first_by_path(table: ImageTable):
+    # np.argsort(paths) was used as each path's rank: of /b, /c, /a it kept /c.
+    (group,) = find(table, *(row(p, content_hash="x") for p in ["/b.jpg", "/c.jpg", "/a.jpg"]))
+    assert (group.keep, group.duplicates) == ("/a.jpg", ["/b.jpg", "/c.jpg"])
+    assert group.reason == "first by path (otherwise identical)"
+
+
+def test_first_by_path_in_a_large_table(table: ImageTable):
+    rng = np.random.default_rng(3)
+    paths = [f"/lib/{rng.integers(10**9):09d}/{i}.jpg" for i in range(1500)]
+    groups = find(table, *(row(p, content_hash=f"h{i % 300}") for i, p in enumerate(paths)))
+    assert len(groups) == 300
+    for group in groups:
+        assert group.keep == min([group.keep, *group.duplicates])
+
+
+def test_every_duplicate_is_within_the_threshold_of_its_keeper(table: ImageTable):
+    # Random walks of pHashes and embeddings: neighbours are close, walks drift far, so
+    # union-find chains them into clusters much wider than the thresholds.
+    rng = np.random.default_rng(11)
+    rows, bits, vector = [], BASE, rng.normal(size=DIM)
+    for i in range(2000):
+        if i % 40 == 0:
+            bits, vector = int(rng.integers(2**63)), rng.normal(size=DIM)
+        bits ^= 1 << int(rng.integers(64))
+        vector = vector + rng.normal(scale=0.15, size=DIM)
+        unit = (vector / np.linalg.norm(vector)).astype(np.float32)
+        rows.append(row(f"/walk/{i:05d}.jpg", bits=bits, embedding=unit))
+    by_path = {r.path: r for r in rows}
+    groups = find(table, *rows, distance=6, cosine=0.95)
+    assert {g.tier for g in groups} == {"near", "similar"}
+    assert any(g.beyond for g in groups), "the walks chain beyond the thresholds"
+    for group in groups:
+        keep = by_path[group.keep]
+        for path in group.duplicates:
+            if group.tier == "near":
+                assert hamming(keep.phash, by_path[path].phash) <= 6
+            else:
+                assert float(keep.embedding @ by_path[path].embedding) >= 0.95 - 1e-6
+        assert not set(group.beyond) & set(group.duplicates)
+    duplicates = [p for g in groups for p in g.duplicates]
+    assert len(duplicates) == len(set(duplicates))
+
+
+def test_two_paths_of_one_file_are_one_picture(tmp_path: Path, table: ImageTable):
+    # Indexed once through a symlinked folder and once for real, plus a hard link far
+    # away: three paths of one file, which only a real copy duplicates.
+    real, day = tmp_path / "real", 86_400 * 10**9
+    rows = [put(real, "a.jpg", b"picture a", day), put(real, "b.jpg", b"picture b", day)]
+    (tmp_path / "link").symlink_to(real)
+    hard = tmp_path / "far" / "away" / "hard.jpg"
+    hard.parent.mkdir(parents=True)
+    os.link(real / "a.jpg", hard)
+    copy = put(tmp_path / "z", "copy.jpg", b"picture a", day)
+    aliases = [tmp_path / "link" / "a.jpg", tmp_path / "link" / "b.jpg", hard]
+    rows += [replace(rows[0 if p.stem != "b" else 1], path=str(p)) for p in aliases]
+    (group,) = find(table, *rows, copy)
+    assert (group.tier, group.keep, group.duplicates) == ("exact", str(hard), [copy.path])
+    assert group.aliases == [str(tmp_path / "link" / "a.jpg"), str(real / "a.jpg")]
 
 
 def test_tiers_nest_and_no_file_is_a_duplicate_twice(table: ImageTable):
@@ -221,10 +286,12 @@ def test_cosine_pairs_in_blocks_matches_the_full_product(monkeypatch: pytest.Mon
 
 
 def put(folder: Path, name: str, data: bytes, mtime_ns: int, **changes) -> ImageRow:
+    """A real file and its row, with the real content hash unless changes say otherwise."""
     path = folder / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     os.utime(path, ns=(mtime_ns, mtime_ns))
+    changes.setdefault("content_hash", content_hash(data))
     return row(str(path), file_size=len(data), mtime_ns=mtime_ns, **changes)
 
 
@@ -235,8 +302,8 @@ def library(tmp_path: Path, table: ImageTable) -> Path:
     day = 86_400 * 10**9
     big = {"width": 800, "height": 600}
     rows = [
-        put(photos, "keeper.jpg", b"same", 19_000 * day, content_hash="x", bits=BASE, **big),
-        put(photos, "copy.jpg", b"same", 20_000 * day, content_hash="x", bits=BASE, **big),
+        put(photos, "keeper.jpg", b"same", 19_000 * day, bits=BASE, **big),
+        put(photos, "copy.jpg", b"same", 20_000 * day, bits=BASE, **big),
         put(photos, "album/small.jpg", b"small", 19_000 * day, bits=away(2)),
         put(photos, "other.jpg", b"other", 19_000 * day, bits=away(30)),
     ]
@@ -246,6 +313,14 @@ def library(tmp_path: Path, table: ImageTable) -> Path:
 
 def groups_of(table: ImageTable) -> list[DuplicateGroup]:
     return find_duplicates(table, phash_distance=6, similar_cosine=None)
+
+
+def move_duplicates(groups: list[DuplicateGroup], table: ImageTable, dest: Path) -> ActionReport:
+    return act(groups, table, Journal(table.db_path), Action("move", destination=dest))
+
+
+def delete_duplicates(groups: list[DuplicateGroup], table: ImageTable) -> ActionReport:
+    return act(groups, table, Journal(table.db_path), Action("delete"))
 
 
 def under(destination: Path, path: Path) -> Path:
@@ -335,17 +410,22 @@ def test_an_interrupted_copy_loses_nothing_and_a_rerun_finishes(
     assert not list(dest.rglob(".*.partial"))
 
 
-def test_a_move_interrupted_after_linking_is_finished(
+def test_a_target_that_is_the_source_itself_is_never_finished_by_deleting_it(
     tmp_path: Path, table: ImageTable, library: Path
 ):
+    # A hard link at the target used to be taken for an interrupted move and the source
+    # unlinked: with --move-to / the target *is* the source, and the file was deleted.
     dest = tmp_path / "dest"
     copy = library / "copy.jpg"
     under(dest, copy).parent.mkdir(parents=True)
-    os.link(copy, under(dest, copy))  # killed between the link and the unlink
+    os.link(copy, under(dest, copy))
 
     report = move_duplicates(groups_of(table), table, dest)
-    assert (str(copy), str(under(dest, copy))) in report.moved and report.failed == []
-    assert not copy.exists()
+    assert report.failed == [(str(copy), f"{under(dest, copy)} already exists; not overwritten")]
+    assert copy.read_bytes() == b"same"
+    with pytest.raises(FileExistsError):
+        dedupe_files.move_file(copy, copy)
+    assert copy.read_bytes() == b"same"
 
 
 def test_changed_and_missing_duplicates_are_left_alone(table: ImageTable, library: Path):
@@ -484,15 +564,15 @@ def test_cli_move_to(tmp_path: Path, indexed):
 
 
 @pytest.mark.slow
-def test_cli_delete_needs_yes(indexed):
+def test_cli_permanent_delete_needs_yes(indexed):
     photos, db, _ = indexed
     before = sorted(photos.rglob("*.jpg"))
-    refused = run_photon("dedupe", "--db", db, "--delete", check=False)
+    refused = run_photon("dedupe", "--db", db, "--delete", "--permanent", check=False)
     assert refused.returncode == 2
     assert len(refused.stderr.strip().splitlines()) == 1 and "--yes" in refused.stderr
     assert sorted(photos.rglob("*.jpg")) == before
 
-    report = dedupe_json("--db", db, "--delete", "--yes")
-    assert len(report["deleted"]) == 6 and report["failed"] == []
+    report = dedupe_json("--db", db, "--delete", "--permanent", "--yes")
+    assert len(report["deleted"]) == 6 and report["failed"] == [] and report["trashed"] == []
     assert sorted(photos.rglob("*.jpg")) == sorted(set(before) - set(map(Path, report["deleted"])))
     assert stored(db) == {str(p) for p in photos.rglob("*.jpg")}

@@ -7,14 +7,18 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from conftest import TINY, run_photon
 
 from photon_index import Index
-from photon_index.query.search import Searcher, parse_terms
+from photon_index.errors import UsageError
+from photon_index.query.search import Filters, Searcher, parse_terms
+from photon_index.store.table import ImageTable, Nearest
 from photon_index.synthetic import Scene, write_pictures
 
 pytestmark = pytest.mark.slow
@@ -157,3 +161,220 @@ def test_a_search_never_imports_lancedb(library) -> None:
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
     assert "photon_index.store.table" in imported
     assert "lancedb" not in imported and "lance_namespace" not in imported
+
+
+# --- filtered ANN search ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def partitioned(tmp_path_factory: pytest.TempPathFactory) -> tuple[ImageTable, np.ndarray]:
+    """8,000 random 16-d rows under an IVF index of more partitions than nprobes probes;
+    every 1,600th row is under /p/few/, every 10th under /p/tenth/."""
+    rows, dim = 8_000, 16
+    vectors = np.random.default_rng(5).standard_normal((rows, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    table = ImageTable.create(tmp_path_factory.mktemp("ann") / "db", dim, "m", "m")
+    table.writer.add(_arrow_rows(vectors, table.schema))
+    table.dataset.checkout_latest()
+    table.build_vector_index(rows_per_partition=80)
+    stats = table.dataset.stats.index_stats(table.vector_index())
+    assert stats["indices"][0]["num_partitions"] > 20  # more than nprobes below
+    return table, vectors
+
+
+def _folder(i: int) -> str:
+    return "few" if i % 1600 == 7 else "tenth" if i % 10 == 3 else "many"
+
+
+def _arrow_rows(vectors: np.ndarray, schema: pa.Schema) -> pa.Table:
+    n, dim = vectors.shape
+    columns = {
+        "path": pa.array([f"/p/{_folder(i)}/{i}.jpg" for i in range(n)]),
+        "content_hash": pa.array([f"{i:064x}" for i in range(n)]),
+        "phash": pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(n * 8, np.uint8)), 8),
+        "file_size": pa.array(np.full(n, 1000, np.int64)),
+        "mtime_ns": pa.array(np.full(n, 1_560_000_000 * 10**9, np.int64)),
+        "width": pa.array(np.arange(n, dtype=np.int32)),
+        "height": pa.array(np.full(n, 30, np.int32)),
+        "format": pa.array(["JPEG"] * n),
+        "model": pa.array(["m"] * n),
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim),
+        "indexed_at": pa.array(np.full(n, np.datetime64("2026-01-01", "us"))).cast(
+            pa.timestamp("us", tz="UTC")
+        ),
+    }
+    arrays = [columns.get(f.name, pa.nulls(n, f.type)) for f in schema]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+@pytest.mark.parametrize("exact_below", [20_000, 0])  # the default, and always through the ANN
+def test_filtered_ann_search_returns_every_match(partitioned, exact_below: int) -> None:
+    table, vectors = partitioned
+    how = Nearest(nprobes=20, refine_factor=10, exact_below=exact_below)
+    few = Filters(under=Path("/p/few")).sql()
+    for seed in range(10):
+        query = vectors[seed * 7]
+        found = table.nearest(query, 10, how, ["path"], few).column("path").to_pylist()
+        assert len(found) == 5 and all(p.startswith("/p/few/") for p in found)
+
+
+@pytest.mark.parametrize("exact_below", [20_000, 0])
+def test_filtered_ann_search_keeps_recall(partitioned, exact_below: int) -> None:
+    table, vectors = partitioned
+    how = Nearest(nprobes=20, refine_factor=10, exact_below=exact_below)
+    ids = np.flatnonzero(np.arange(len(vectors)) % 10 == 3)  # the /p/tenth/ rows
+    hits = 0
+    for query in vectors[:20]:
+        truth = {f"/p/tenth/{i}.jpg" for i in ids[np.argsort(-(vectors[ids] @ query))[:10]]}
+        found = table.nearest(query, 10, how, ["path"], Filters(under=Path("/p/tenth")).sql())
+        hits += len(truth & set(found.column("path").to_pylist()))
+        distances = found.column("_distance").to_pylist()
+        assert len(distances) == 10 and distances == sorted(distances)
+    assert hits / 200 >= (1.0 if exact_below else 0.97)  # 800 rows kept: exact below 20,000
+
+
+# --- hostile and extreme input ------------------------------------------------------------
+
+HOSTILE_WHERE = [
+    "1=1) OR (1=1",
+    "1=1)) OR ((1=1",
+    "width >= 0) OR (width >= 0",
+    "1=1 --",
+    "1=1) OR (1=1 --",
+    "1=1 /* ) OR ( */",
+    "1=1; SELECT 1",
+    "path = 'x') OR ('1' = '1",
+    "path = 'x'' ) OR (1=1 OR path = ''y'",
+    r"path = E'\') OR (1=1 OR path = (E'",
+    r"path = E'\'' ) OR (1=1 OR path = '",
+    "$$ ( $$ ) OR (1=1 OR $$ ) $$",
+    '"path" = \'x\') OR ("width" >= 0',
+    "`path` = 'x') OR (`width` >= 0",
+    "width >= 0 ) ) ) OR 1=1",
+    "(width >= 0",
+]
+
+
+@pytest.mark.parametrize("where", HOSTILE_WHERE)
+def test_a_where_filter_cannot_escape_its_parentheses(partitioned, where: str) -> None:
+    """Whatever --where says, --in still holds: refused, or only rows under it."""
+    table, vectors = partitioned
+    try:
+        sql = Filters(under=Path("/p/few"), where=where).sql()
+        found = table.nearest(vectors[0], 50, Nearest(20, 10, 20_000), ["path"], sql)
+    except UsageError as e:
+        assert "\n" not in str(e)
+        return
+    assert all(p.startswith("/p/few/") for p in found.column("path").to_pylist())
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "width >= 0",
+        "(width >= 0) AND (height = 30)",
+        "path LIKE '%(%' OR path = 'it''s )' OR width >= 0",
+        "format = 'JP\\' OR width >= 0",
+        "path != 'a;b--c/*$'",
+    ],
+)
+def test_ordinary_where_filters_pass(partitioned, where: str) -> None:
+    table, vectors = partitioned
+    sql = Filters(under=Path("/p/few"), where=where).sql()
+    found = table.nearest(vectors[0], 50, Nearest(20, 10, 20_000), ["path"], sql)
+    assert 0 < found.num_rows <= 5
+
+
+@pytest.mark.parametrize(
+    ("after", "before", "rows"),
+    [
+        (date(1, 1, 1), None, 50),
+        (None, date(9999, 12, 31), 50),
+        (date(1, 1, 1), date(9999, 12, 31), 50),
+        (date(9999, 12, 31), None, 0),
+        (None, date(1, 1, 1), 0),
+        (date(1600, 1, 1), date(2019, 6, 1), 0),
+        (date(1600, 1, 1), date(2019, 6, 10), 50),
+    ],
+)
+def test_any_date_a_user_can_type_filters(partitioned, after, before, rows: int) -> None:
+    table, vectors = partitioned  # every row's mtime is 2019-06-08
+    sql = Filters(after=after, before=before).sql()
+    found = table.nearest(vectors[0], 50, Nearest(20, 10, 20_000), ["path"], sql)
+    assert found.num_rows == rows
+
+
+@pytest.mark.parametrize("text", ["a dog " * 60, "海辺で走る白い犬" * 12, "x\0y", "/" * 5000])
+def test_long_and_odd_texts_are_texts(text: str) -> None:
+    assert len(text.encode()) > 255 or "\0" in text
+    (term,) = parse_terms(text)
+    assert term.kind == "text" and term.value == text
+
+
+def test_limit_beyond_the_cap_is_a_usage_error(partitioned, tiny_model, settings) -> None:
+    table, _ = partitioned
+    searcher = Searcher(table, tiny_model, settings)
+    for limit in (0, 10_001, 99999999999999999999999):
+        with pytest.raises(UsageError, match="1 to 10,000"):
+            searcher.search(parse_terms("a star"), Filters(), limit)
+
+
+def test_bad_paths_and_numbers_are_one_line_errors(library, tmp_path) -> None:
+    cases = [
+        (["--image", tmp_path / "missing.jpg"], 2, "no such picture file"),
+        (["--image", tmp_path], 2, "no such picture file"),
+        (["x", "--in", "/nope"], 2, "no such folder"),
+        (["x", "-k", "99999999999999999999999"], 2, "limit"),
+        (["x", "-k", "0"], 2, "limit"),
+        (["x", "--where", "1=1) OR (1=1"], 2, "unbalanced"),
+        (["x", "--json", "-0"], 2, "--print0"),
+    ]
+    for args, code, words in cases:
+        result = run_photon("search", *args, "--db", library.db, check=False)
+        assert result.returncode == code, (args, result.stderr)
+        assert words in result.stderr and result.stderr.count("\n") == 1, result.stderr
+        assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_unreadable_image_is_an_image_error(library, tmp_path) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a picture")
+    result = run_photon("search", "--image", bad, "--db", library.db, check=False)
+    assert result.returncode == 4 and str(bad) in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_extreme_dates_and_long_texts_search(library) -> None:
+    every = search_json(library.db, "a star", "--after", "0001-01-01", "-k", "100")
+    assert len(every) == 60
+    every = search_json(library.db, "a star", "--before", "9999-12-31", "-k", "100")
+    assert len(every) == 60
+    assert search_json(library.db, "a star", "--after", "9999-12-31") == []
+    long_text = "a small red circle on a plain white background, " * 8
+    assert len(search_json(library.db, long_text, "-k", "3")) == 3
+    assert len(search_json(library.db, "赤い丸" * 32, "-k", "3")) == 3
+
+
+def test_control_characters_in_paths_are_escaped_or_exact(tmp_path) -> None:
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    pictures = write_pictures(folder, 2, seed=3)
+    names = ["new\nline.jpg", "esc\x1b[31m.jpg"]
+    for (path, _), name in zip(pictures, names, strict=True):
+        path.rename(folder / name)
+    db = tmp_path / "db"
+    Index(db).update([folder], model=TINY)
+    out = run_photon("search", "a star", "--db", db, "--paths").stdout
+    assert "\x1b" not in out and sorted(out.splitlines()) == sorted(
+        [f"{folder}/esc\\x1b[31m.jpg", f"{folder}/new\\nline.jpg"]
+    )
+    table = run_photon("search", "a star", "--db", db).stdout
+    assert "\x1b" not in table and len(table.splitlines()) == 3
+    raw = subprocess.run(
+        [sys.executable, "-m", "photon_index", "search", "a star", "--db", str(db), "-0"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert raw.endswith(b"\0") and sorted(raw.split(b"\0")[:-1]) == sorted(
+        os.fsencode(folder / name) for name in names
+    )

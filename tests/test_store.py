@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from photon_index.errors import DatabaseError
 from photon_index.store.schema import ImageRow
 from photon_index.store.table import ImageTable, Nearest
 
@@ -131,3 +133,89 @@ def test_compactions_in_a_run_keep_merging_and_optimize_indexes_the_new_rows(
     table.optimize()
     assert table.dataset.stats.index_stats(index)["num_unindexed_rows"] == 0
     assert table.count() == 309
+
+
+class _FailingWriter:
+    """The lancedb table, failing every write as the engine does on a full disk."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def add(self, *_: object, **__: object) -> None:
+        raise self.error
+
+    delete = create_index = add
+
+
+DISK_FULL = RuntimeError(
+    "lance error: LanceError(IO): No space left on device (os error 28), "
+    "/root/.cargo/registry/src/lance-file-13.0.0/src/writer/structural.rs:258:9"
+)
+
+
+def test_a_failed_write_is_one_line_and_the_table_stays_usable(table: ImageTable) -> None:
+    table.add([row("/a.jpg", "x")])
+    version = table.version
+    for write in (
+        lambda: table.add([row("/b.jpg", "y")]),
+        lambda: table.delete_paths(["/a.jpg"]),
+        lambda: table.build_vector_index(10),
+    ):
+        table._writer = _FailingWriter(DISK_FULL)  # type: ignore[assignment]
+        with pytest.raises(DatabaseError, match="free some disk space") as raised:
+            write()
+        assert "\n" not in str(raised.value) and ".rs:" not in str(raised.value)
+    assert (table.version, table.count()) == (version, 1)
+    table.add([row("/b.jpg", "y")])  # the next write reopens the writer and succeeds
+    assert table.count() == 2
+
+
+def test_an_engine_error_that_is_not_the_disk_keeps_its_traceback(table: ImageTable) -> None:
+    table._writer = _FailingWriter(RuntimeError("lance error: Internal error: a bug"))  # type: ignore[assignment]
+    with pytest.raises(RuntimeError, match="a bug"):
+        table.add([row("/b.jpg", "y")])
+
+
+def test_a_read_only_table_is_one_line(table: ImageTable, monkeypatch: pytest.MonkeyPatch) -> None:
+    table.add([row(f"/{i}.jpg", str(i)) for i in range(2)])
+    table.add([row("/2.jpg", "2")])
+    error = OSError(30, "LanceError(IO): Read-only file system (os error 30)")
+
+    def refuse(*_: object, **__: object) -> None:
+        raise error
+
+    monkeypatch.setattr(type(table.dataset.optimize), "compact_files", refuse)
+    with pytest.raises(DatabaseError, match=r"cannot compact .* make the folder writable"):
+        table.compact()
+    assert table.count() == 3
+
+
+@pytest.mark.parametrize("damage", ["empty", "no-versions", "truncated-manifest"])
+def test_a_table_that_cannot_be_opened_is_damaged_not_missing(
+    table: ImageTable, damage: str
+) -> None:
+    table.add([row("/a.jpg", "x")])
+    folder = table.db_path / "images.lance"
+    if damage == "truncated-manifest":
+        for manifest in (folder / "_versions").glob("*.manifest"):
+            manifest.write_bytes(manifest.read_bytes()[:10])
+    else:
+        shutil.rmtree(folder / "_versions" if damage == "no-versions" else folder)
+        folder.mkdir(exist_ok=True)
+    with pytest.raises(DatabaseError, match=r"is damaged or unreadable.*move it away"):
+        ImageTable.open(table.db_path)
+
+
+def test_damaged_data_is_one_line_and_a_bad_filter_is_not(table: ImageTable) -> None:
+    table.add([row("/a.jpg", "x")])
+    with pytest.raises(ValueError, match="No field named"):
+        table.columns(["path"], where="nope > 1")  # the caller's mistake, as it was
+    next((table.db_path / "images.lance" / "data").glob("*.lance")).unlink()
+    with pytest.raises(DatabaseError, match="damaged"):
+        table.columns(["path"], where="width > 1")
+    reopened = ImageTable.open(table.db_path)  # a handle caches what it has read
+    assert reopened is not None
+    with pytest.raises(DatabaseError, match="damaged"):
+        reopened.check()
+    with pytest.raises(DatabaseError, match="damaged"):
+        reopened.optimize()

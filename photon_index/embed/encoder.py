@@ -52,24 +52,36 @@ def device_name(session: ort.InferenceSession) -> str:
     return next((name for name, p in DEVICES.items() if p == active), active)
 
 
-def open_session(path: Path, device: str, threads: int) -> ort.InferenceSession:
+def open_session(
+    path: Path, device: str, threads: int, model_name: str | None = None
+) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads > 0:
         options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    providers = providers_for(device)  # outside the try: a bad device is a UsageError
     try:
-        return ort.InferenceSession(str(path), options, providers=providers_for(device))
-    except (RuntimeError, ort.capi.onnxruntime_pybind11_state.Fail) as e:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as e:
+        # ONNX Runtime raises a class of its own per failure (InvalidProtobuf, Fail,
+        # NoSuchFile, InvalidGraph...), none a common base but Exception: a file that
+        # passed its checksum and still won't load is damaged or not a SigLIP export.
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"cannot load {path}: {first_line}") from e
+        fix = f"photon models download {model_name}" if model_name else "photon models download"
+        raise ModelError(
+            f"cannot load {path} ({type(e).__name__}: {first_line[:200]}): "
+            f"delete it and run `{fix}`"
+        ) from e
 
 
 class _Tower:
     """One ONNX tower whose pooler_output is the embedding."""
 
-    def __init__(self, path: Path, input_name: str, device: str, threads: int) -> None:
-        self.session = open_session(path, device, threads)
+    def __init__(
+        self, path: Path, input_name: str, device: str, threads: int, model_name: str
+    ) -> None:
+        self.session = open_session(path, device, threads, model_name)
         inputs = [i.name for i in self.session.get_inputs()]
         if inputs != [input_name]:
             raise ModelError(f"{path} takes inputs {inputs}, expected only {input_name!r}")
@@ -88,7 +100,7 @@ class _Tower:
 class ImageEncoder(_Tower):
     def __init__(self, model: ModelFiles, *, device: str = "auto", threads: int = 0) -> None:
         self.preprocess = ImagePreprocessor.from_file(model.preprocessor)
-        super().__init__(model.vision, "pixel_values", device, threads)
+        super().__init__(model.vision, "pixel_values", device, threads, model.name)
 
     def encode(self, images: Sequence[Image.Image]) -> np.ndarray:
         """[N, D] float32, unit length."""
@@ -98,7 +110,7 @@ class ImageEncoder(_Tower):
 class TextEncoder(_Tower):
     def __init__(self, model: ModelFiles, *, device: str = "auto", threads: int = 0) -> None:
         self.tokenize = TextTokenizer(model.tokenizer, model.config)
-        super().__init__(model.text, "input_ids", device, threads)
+        super().__init__(model.text, "input_ids", device, threads, model.name)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """[N, D] float32, unit length."""

@@ -10,8 +10,12 @@ from __future__ import annotations
 import multiprocessing as mp
 import pickle
 import queue
+import signal
+import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_for
@@ -80,7 +84,11 @@ class EmbedPool:
         self._timeout = timeout
         self._workers = [self._start() for _ in range(workers)]
         self._next_id = 0
-        self.device = self._wait_ready(len(self._workers))
+        try:
+            self.device = self._wait_ready(len(self._workers))
+        except BaseException:  # Ctrl-C while loading, too: no worker outlives the pool
+            self.close()
+            raise
 
     def __enter__(self) -> EmbedPool:
         return self
@@ -127,7 +135,8 @@ class EmbedPool:
         process = self._ctx.Process(
             target=_worker_main, args=(self._config, inbox, writer), daemon=True
         )
-        process.start()
+        with _sigint_ignored():
+            process.start()
         writer.close()  # the child holds the only writing end: EOF when it dies
         return _Worker(process, inbox, reader)
 
@@ -211,7 +220,23 @@ class EmbedPool:
         return failed
 
 
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ctrl-C in a terminal signals the whole process group. Started with SIGINT ignored,
+    a worker keeps ignoring it through exec (Python installs its handler only over the
+    default), so only the indexer hears it, stops them itself, and prints one line."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may change signal handlers
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _worker_main(config: WorkerConfig, inbox: mp.Queue, outbox: Connection) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # where exec does not carry it (Windows)
     try:
         encoder = ImageEncoder(config.model, device=config.device, threads=config.threads)
     except PhotonError as e:

@@ -14,6 +14,12 @@ from photon_index.errors import ChecksumError, ModelError
 from photon_index.models.registry import BUNDLED_DIR, DEFAULT_TEXT, DEFAULT_VISION, ModelSpec
 
 MANIFEST = "photon.json"
+SAMPLE_BLOCKS = 16  # blocks read by sampled_hash, spread evenly from start to end
+SAMPLE_BLOCK_BYTES = 64 * 1024
+
+# Files this process has verified, with the stamp they had: a second encoder built from
+# the same model (a search by text and picture, an index's workers) costs one stat.
+_CHECKED: dict[Path, list[int]] = {}
 
 
 @dataclass(frozen=True)
@@ -51,8 +57,16 @@ class ModelFiles:
     def verified(self, relative: str) -> Path:
         """The file's path once its bytes match the manifest's sha256.
 
-        Hashing a 400 MB model on every search would cost a second, so a file whose
-        size and mtime equal those seen at its last successful check is trusted."""
+        Hashing a 400 MB model on every search would cost a second, so the full sha256
+        runs only when the cheap checks disagree with those recorded at its last full
+        check: the stamp (size, mtime and ctime; ctime changes with every write through
+        the file system, and unlike mtime os.utime can't set it back), then the sampled
+        hash (see sampled_hash), once per process. The sampled hash is for changes that
+        bypass the file system (bit rot, a bad disk or copy); it reads 1 MiB, so it
+        catches a damaged region only when a sampled block touches it: a single flipped
+        bit in a 400 MB file is caught with a chance of about 1 in 400, while a
+        truncated, zeroed or replaced file always is. The full hash runs again after
+        any write, copy or touch of the file (a new stamp)."""
         path = self.dir / relative
         if not path.is_file():
             raise ModelError(
@@ -62,9 +76,17 @@ class ModelFiles:
         if not expected:
             raise ModelError(f"model {self.name}: {MANIFEST} has no checksum for {relative}")
         stamp = _stamp(path)
-        seen = _read_manifest(self.dir).get("verified", {})
-        if seen.get(relative) == stamp:
+        if _CHECKED.get(path) == stamp:
             return path
+        meta = _read_manifest(self.dir)
+        sample = meta.get("samples", {}).get(relative)
+        trusted = meta.get("verified", {}).get(relative) == stamp and sample is not None
+        if not (trusted and sampled_hash(path) == sample):
+            self._check_sha256(path, relative, expected, stamp)
+        _CHECKED[path] = stamp
+        return path
+
+    def _check_sha256(self, path: Path, relative: str, expected: str, stamp: list[int]) -> None:
         actual = sha256_file(path)
         if actual != expected:
             raise ChecksumError(
@@ -73,8 +95,7 @@ class ModelFiles:
             )
         # Never write into the package: the bundled model is small enough to hash each time.
         if not self.dir.is_relative_to(BUNDLED_DIR):
-            _remember_verified(self.dir, relative, stamp)
-        return path
+            _remember_verified(self.dir, relative, stamp, sampled_hash(path))
 
 
 def model_dir(spec: ModelSpec, models_root: Path) -> Path:
@@ -129,13 +150,32 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def sampled_hash(path: Path) -> str:
+    """A cheap fingerprint: the size and SAMPLE_BLOCKS blocks of SAMPLE_BLOCK_BYTES at
+    fixed offsets from the first byte to the last (the whole file when it is smaller),
+    hashed. 1 MiB read whatever the file's size: about a millisecond from the page cache."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with path.open("rb") as f:
+        for offset in sample_offsets(size):
+            f.seek(offset)
+            digest.update(f.read(SAMPLE_BLOCK_BYTES))
+    return digest.hexdigest()
+
+
+def sample_offsets(size: int) -> list[int]:
+    """Where sampled_hash's blocks start: the first at 0, the last ending at the end."""
+    last = max(0, size - SAMPLE_BLOCK_BYTES)
+    return sorted({last * i // (SAMPLE_BLOCKS - 1) for i in range(SAMPLE_BLOCKS)})
+
+
 def folder_size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 def _stamp(path: Path) -> list[int]:
     st = path.stat()
-    return [st.st_size, st.st_mtime_ns]
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
 def _read_manifest(folder: Path) -> dict:
@@ -147,9 +187,10 @@ def _read_manifest(folder: Path) -> dict:
         raise ModelError(f"cannot read {folder / MANIFEST} ({e}): download the model again") from e
 
 
-def _remember_verified(folder: Path, relative: str, stamp: list[int]) -> None:
+def _remember_verified(folder: Path, relative: str, stamp: list[int], sample: str) -> None:
     meta = _read_manifest(folder)
     meta.setdefault("verified", {})[relative] = stamp
+    meta.setdefault("samples", {})[relative] = sample
     # A read-only install is simply re-hashed next time.
     with contextlib.suppress(OSError):
         _write_json(folder / MANIFEST, meta)

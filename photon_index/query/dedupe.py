@@ -1,4 +1,5 @@
-"""Duplicate pictures in the index, in three tiers, and what to do with them.
+"""Duplicate pictures in the index, in three tiers. This module only finds them;
+photon_index.actions moves, trashes or deletes them.
 
 1. exact: the same bytes (content hash);
 2. near: perceptual hashes at most `phash_distance` bits apart (resized, re-encoded,
@@ -12,22 +13,26 @@ A file is therefore listed as a duplicate in at most one group, while the keeper
 stricter group can reappear in a looser one (as its keeper or as one of its duplicates).
 Acting on every group, strictest first, leaves exactly one file of each cluster.
 
+Two paths of one file (a hard link, or a file seen through a symlinked folder) are one
+picture, never a duplicate pair: the second path is an alias, reported with its group
+and never a duplicate. Every duplicate is within the tier's threshold of the keeper
+itself: pairs are linked into clusters (union-find), but a member that is close only to
+another member, not to the keeper, is left out of the group (listed as `beyond`) and
+clustered again with the other left-out members.
+
 No tier compares all pairs: exact groups come from sorting content hashes, near pairs
 from multi-index hashing (`hamming_pairs`), similar pairs from a blocked matrix product
-(`cosine_pairs`); union-find turns pairs into groups.
+(`cosine_pairs`).
 """
 
 from __future__ import annotations
 
-import errno
 import math
 import os
-import shutil
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import combinations, pairwise
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -36,6 +41,7 @@ from photon_index.errors import UsageError
 from photon_index.store.table import ImageTable
 
 TIERS = ("exact", "near", "similar")
+MAX_PHASH_DISTANCE = 63  # a distance of 64 bits would make every pair a near copy
 _HASH_BITS = 64
 # What a sort costs per hash, in candidate comparisons (about 30 ns each), for keys of up
 # to 16 bits and for wider ones; measured with numpy on 1M hashes on a 2-core box. They
@@ -51,15 +57,14 @@ class DuplicateGroup:
     tier: str  # "exact" | "near" | "similar"
     keep: str  # path of the suggested keeper
     reason: str  # why this one is kept, e.g. "largest picture (4000×3000)"  # noqa: RUF003
-    duplicates: list[str]  # the other paths, sorted
+    duplicates: list[str]  # the other paths, sorted; each within the threshold of keep
     distance: float  # largest to the keeper: 0 exact; Hamming bits (near); 1 - cosine (similar)
-
-
-@dataclass(frozen=True)
-class ActionReport:
-    moved: list[tuple[str, str]]  # (from, to)
-    deleted: list[str]
-    failed: list[tuple[str, str]]  # (path, why it was left alone)
+    # Other paths of the keeper's or a duplicate's file (same device and inode): the same
+    # picture, never acted on.
+    aliases: list[str] = field(default_factory=list)
+    # Linked to the group through its members but beyond the threshold of the keeper:
+    # left alone here (they may form a group of their own).
+    beyond: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -77,34 +82,113 @@ class _Images:
     rank: np.ndarray  # place in keeper order: 0 is the best keeper of the whole table
 
 
+# ids of a cluster -> a label per id, equal for linked ids
+_Labeller = Callable[[np.ndarray], np.ndarray]
+# keeper ids, member ids -> whether each member is within the threshold of its keeper
+_Closeness = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# a group's members, keeper first -> its distance (largest to the keeper)
+_Spread = Callable[[np.ndarray], float]
+
+
 def find_duplicates(
     table: ImageTable, *, phash_distance: int, similar_cosine: float | None
 ) -> list[DuplicateGroup]:
     """Groups of duplicates, exact then near then similar (None: no similar tier), each
     tier's in keeper path order."""
-    if not 0 <= phash_distance < _HASH_BITS:
-        raise UsageError(f"the pHash distance must be 0 to 63 bits, not {phash_distance}")
+    if not 0 <= phash_distance <= MAX_PHASH_DISTANCE:
+        raise UsageError(
+            f"the pHash distance must be 0 to {MAX_PHASH_DISTANCE} bits, not {phash_distance}"
+        )
     if similar_cosine is not None and not -1 <= similar_cosine <= 1:
         raise UsageError(f"the cosine must be between -1 and 1, not {similar_cosine}")
     images = _read(table)
-    ids = np.arange(len(images.paths))
-    groups: list[DuplicateGroup] = []
-
     _, labels = np.unique(images.content_hash, return_inverse=True)
-    exact = _clusters(ids, labels.reshape(-1), images.rank)
-    groups += [_group("exact", members, images, 0.0) for members in exact]
-    ids = _without_duplicates(ids, exact)
+    labels = labels.reshape(-1)
+    alias_of = _aliases(_clusters(np.arange(len(images.paths)), labels, images.rank), images)
+    ids = np.setdiff1d(np.arange(len(images.paths)), np.fromiter(alias_of, np.int64))
+    aliases: dict[int, list[str]] = {}
+    for alias, of in alias_of.items():
+        aliases.setdefault(of, []).append(images.paths[alias])
 
-    near = _clusters(ids, _near_labels(images.phash[ids], phash_distance), images.rank)
-    groups += [_group("near", m, images, _hamming_spread(images.phash, m)) for m in near]
-    ids = _without_duplicates(ids, near)
+    def tier(name: str, label: _Labeller, close: _Closeness, spread: _Spread) -> None:
+        nonlocal ids
+        found = _complete(ids, label, close, images.rank)
+        groups.extend(_group(name, m, b, images, spread(m), aliases) for m, b in found)
+        ids = _without_duplicates(ids, [m for m, _ in found])
 
+    groups: list[DuplicateGroup] = []
+    tier("exact", lambda i: labels[i], _always, lambda m: 0.0)
+    phash = images.phash
+    tier(
+        "near",
+        lambda i: _near_labels(phash[i], phash_distance),
+        lambda k, m: np.bitwise_count(phash[k] ^ phash[m]) <= phash_distance,
+        lambda m: _hamming_spread(phash, m),
+    )
     if similar_cosine is not None:
-        embeddings = _embeddings(table)
-        pairs = cosine_pairs(embeddings[ids], similar_cosine)
-        similar = _clusters(ids, _components(len(ids), pairs), images.rank)
-        groups += [_group("similar", m, images, _cosine_spread(embeddings, m)) for m in similar]
+        vectors = _embeddings(table)
+        tier(
+            "similar",
+            lambda i: _components(len(i), cosine_pairs(vectors[i], similar_cosine)),
+            lambda k, m: np.einsum("ij,ij->i", vectors[k], vectors[m]) >= similar_cosine,
+            lambda m: _cosine_spread(vectors, m),
+        )
     return sorted(groups, key=lambda g: (TIERS.index(g.tier), g.keep))
+
+
+def _always(keepers: np.ndarray, members: np.ndarray) -> np.ndarray:
+    return np.ones(len(members), dtype=bool)
+
+
+def _complete(
+    ids: np.ndarray, label: _Labeller, close: _Closeness, rank: np.ndarray
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Groups of ids as (members, keeper first; left beyond the keeper's threshold).
+
+    Union-find chains pairs: A~B and B~C put A, B and C in one cluster though C may be
+    far from A. So only the members within the threshold of the cluster's keeper join its
+    group; the others are clustered again among themselves until none is left."""
+    found: list[tuple[np.ndarray, np.ndarray]] = []
+    pending = ids
+    while pending.size > 1:
+        clusters = _clusters(pending, label(pending), rank)
+        if not clusters:
+            break
+        sizes = [len(c) for c in clusters]
+        members = np.concatenate(clusters)
+        keepers = np.repeat([c[0] for c in clusters], sizes)
+        near = close(keepers, members) | (keepers == members)
+        left: list[np.ndarray] = []
+        for cluster, ok in zip(clusters, np.split(near, np.cumsum(sizes)[:-1]), strict=True):
+            within, beyond = cluster[ok], cluster[~ok]
+            if len(within) > 1:
+                found.append((within, beyond))
+            left.append(beyond)
+        pending = np.concatenate(left) if left else np.empty(0, dtype=np.int64)
+    return found
+
+
+def _aliases(exact: list[np.ndarray], images: _Images) -> dict[int, int]:
+    """id -> id of the better path of the same file, for paths that name a file another
+    row names too (same device and inode, or the very same path). Only rows with the same
+    content hash can be one file, so only exact clusters are looked at on disk."""
+    alias_of: dict[int, int] = {}
+    for cluster in exact:
+        seen: dict[object, int] = {}
+        for i in cluster.tolist():  # best keeper first
+            path = images.paths[i]
+            keys: list[object] = [path]
+            try:
+                stat = os.stat(path)  # through symlinks, as the indexer read it
+                keys.append((stat.st_dev, stat.st_ino))
+            except OSError:
+                pass  # gone or unreadable: the action's checks will leave it alone
+            first = next((seen[k] for k in keys if k in seen), None)
+            if first is not None:
+                alias_of[i] = first
+            for key in keys:
+                seen.setdefault(key, i if first is None else first)
+    return alias_of
 
 
 def hamming_pairs(hashes: np.ndarray, max_distance: int) -> np.ndarray:
@@ -148,44 +232,6 @@ def cosine_pairs(vectors: np.ndarray, min_cosine: float) -> np.ndarray:
     return np.concatenate(found)
 
 
-def move_duplicates(
-    groups: Iterable[DuplicateGroup], table: ImageTable, destination: Path
-) -> ActionReport:
-    """Move every group's duplicates under destination and drop their rows from the table.
-
-    Each file keeps its whole absolute path below destination (its anchor removed):
-    /home/a/x.jpg goes to DEST/home/a/x.jpg, C:\\a\\x.jpg to DEST\\a\\x.jpg, so files
-    from anywhere never collide and are easy to put back. Moved files leave the library:
-    their rows are removed, so they no longer show in searches or in the next dedupe.
-    Keep destination outside indexed folders, or the next `photon index` adds them back.
-
-    A move is a hard link then an unlink, or across filesystems a copy to a hidden
-    partial file, then a rename, then an unlink: the source goes only once the target is
-    complete, so an interruption loses nothing, and running again finishes the job. An
-    existing target is never overwritten; that file fails instead.
-    """
-    destination = Path(destination).absolute()
-
-    def move(path: Path) -> str:
-        target = destination.joinpath(*path.parts[1:])
-        _move(path, target)
-        return str(target)
-
-    done, failed = _apply(groups, table, move)
-    return ActionReport(moved=done, deleted=[], failed=failed)
-
-
-def delete_duplicates(groups: Iterable[DuplicateGroup], table: ImageTable) -> ActionReport:
-    """Delete every group's duplicates and drop their rows from the table."""
-
-    def delete(path: Path) -> str:
-        path.unlink()
-        return str(path)
-
-    done, failed = _apply(groups, table, delete)
-    return ActionReport(moved=[], deleted=[path for path, _ in done], failed=failed)
-
-
 def _read(table: ImageTable) -> _Images:
     names = ["path", "content_hash", "phash", "width", "height", "file_size", "mtime_ns"]
     data = table.columns([*names, "taken_at"])
@@ -198,7 +244,11 @@ def _read(table: ImageTable) -> _Images:
     paths = data.column("path").to_pylist()
     pixels = width.astype(np.int64) * height
     # Keeper order: most pixels, then largest file, then oldest, then path (for ties).
-    order = np.lexsort((np.argsort(paths), age, -file_size, -pixels))
+    # lexsort wants each path's rank, which is the inverse of argsort's permutation.
+    by_path = np.argsort(np.asarray(paths, dtype=str), kind="stable")
+    path_rank = np.empty(len(paths), dtype=np.int64)
+    path_rank[by_path] = np.arange(len(paths))
+    order = np.lexsort((path_rank, age, -file_size, -pixels))
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
     return _Images(
@@ -326,7 +376,14 @@ def _cosine_spread(embeddings: np.ndarray, members: np.ndarray) -> float:
     return round(float(1 - (others @ keeper).min()), 4)
 
 
-def _group(tier: str, members: np.ndarray, images: _Images, distance: float) -> DuplicateGroup:
+def _group(
+    tier: str,
+    members: np.ndarray,
+    beyond: np.ndarray,
+    images: _Images,
+    distance: float,
+    aliases: dict[int, list[str]],
+) -> DuplicateGroup:
     keep, *others = members.tolist()
     return DuplicateGroup(
         tier=tier,
@@ -334,6 +391,8 @@ def _group(tier: str, members: np.ndarray, images: _Images, distance: float) -> 
         reason=_reason(images, keep, min(others, key=lambda i: images.rank[i])),
         duplicates=sorted(images.paths[i] for i in others),
         distance=distance,
+        aliases=sorted(a for i in members.tolist() for a in aliases.get(i, [])),
+        beyond=sorted(images.paths[i] for i in beyond.tolist()),
     )
 
 
@@ -357,84 +416,3 @@ def _size(n: int) -> str:
             return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GB"
-
-
-def _apply(
-    groups: Iterable[DuplicateGroup], table: ImageTable, act: Callable[[Path], str]
-) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """act on each duplicate whose group is safe to act on; drop the rows of those done,
-    even when interrupted, so the table never lists a file that was moved or deleted."""
-    done: list[tuple[str, str]] = []
-    failed: list[tuple[str, str]] = []
-    try:
-        for path, problem in _checked(groups, table.file_stamps()):
-            if problem is None:
-                try:
-                    done.append((path, act(Path(path))))
-                    continue
-                except OSError as e:
-                    problem = _os_reason(e)
-            failed.append((path, problem))
-    finally:
-        table.delete_paths(path for path, _ in done)
-    return done, failed
-
-
-def _checked(
-    groups: Iterable[DuplicateGroup], stamps: dict[str, tuple[int, int]]
-) -> Iterator[tuple[str, str | None]]:
-    """Each duplicate with why it must be left alone, or None. Checked group by group,
-    strictest tier first, just before acting: a looser group's keeper is never a
-    duplicate of a stricter one, so it is still there when its group's turn comes."""
-    for group in sorted(groups, key=lambda g: TIERS.index(g.tier)):
-        keeper = _changed(group.keep, stamps)
-        for path in group.duplicates:
-            if keeper:
-                yield path, f"its keeper {group.keep} {keeper}"
-            else:
-                problem = _changed(path, stamps)
-                yield path, problem and f"it {problem}"
-
-
-def _changed(path: str, stamps: dict[str, tuple[int, int]]) -> str | None:
-    """Why the file no longer is what the table says, or None."""
-    try:
-        stat = os.stat(path)  # through symlinks, as the indexer stamped it
-    except FileNotFoundError:
-        return "no longer exists"
-    except OSError as e:
-        return f"cannot be checked: {_os_reason(e)}"
-    if stamps.get(path) != (stat.st_size, stat.st_mtime_ns):
-        return "changed since it was indexed: run `photon index` first"
-    return None
-
-
-def _move(source: Path, target: Path) -> None:
-    """Move without overwriting target; source is removed only once target is complete."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists() and os.path.samefile(source, target):
-        source.unlink()  # an interrupted move had linked it already
-        return
-    try:
-        os.link(source, target, follow_symlinks=False)  # atomic, refuses an existing target
-    except FileExistsError:
-        raise
-    except OSError:
-        _copy(source, target)  # another filesystem, or one without hard links
-    source.unlink()
-
-
-def _copy(source: Path, target: Path) -> None:
-    if target.exists():
-        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target))
-    partial = target.with_name(f".{target.name}.partial")
-    shutil.copy2(source, partial, follow_symlinks=False)
-    with open(partial, "rb") as f:
-        os.fsync(f.fileno())  # on disk before the source is deleted
-    os.rename(partial, target)
-
-
-def _os_reason(e: OSError) -> str:
-    if isinstance(e, FileExistsError):
-        return f"{e.filename2 or e.filename} already exists; not overwritten"
-    return e.strerror or str(e)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -16,12 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
-from photon_index.config import Settings
+from photon_index.config import MAX_RESULTS, Settings
 from photon_index.errors import ImageError, UsageError
 from photon_index.models import ModelFiles
 from photon_index.store.table import ImageTable, Nearest, sql_quote
 
 _WEIGHT = re.compile(r"^([+-]?\d+(?:\.\d+)?):(.+)$", re.DOTALL)
+# The days the date filters can name exactly: mtime_ns is int64 nanoseconds, and Lance
+# casts a TIMESTAMP literal to nanoseconds too, so both hold 1677-09-21 to 2262-04-11.
+# A bound outside them is moved onto them (a filter from year 1 keeps everything).
+FIRST_DAY = date(1678, 1, 1)
+LAST_DAY = date(2262, 1, 1)
 SCORE_PROBABILITY = "probability"  # SigLIP's sigmoid: a calibrated text-picture match
 SCORE_COSINE = "cosine"  # cosine similarity, for picture and combined queries
 
@@ -46,12 +52,12 @@ class Filters:
         if self.under is not None:
             folder = str(Path(os.path.abspath(self.under.expanduser()))).rstrip(os.sep) + os.sep
             parts.append(f"starts_with(path, {sql_quote(folder)})")
-        if self.after is not None:
-            parts.append(_date_clause(">=", self.after))
-        if self.before is not None:
-            parts.append(_date_clause("<", self.before))
+        if self.after is not None and self.after > FIRST_DAY:
+            parts.append(_date_clause(">=", min(self.after, LAST_DAY)))
+        if self.before is not None and self.before < LAST_DAY:
+            parts.append(_date_clause("<", max(self.before, FIRST_DAY)))
         if self.where:
-            parts.append(f"({self.where})")
+            parts.append(f"({checked_where(self.where)})")
         return " AND ".join(parts) or None
 
 
@@ -83,12 +89,66 @@ def parse_terms(query: str | None, add: Sequence[str] = (), sub: Sequence[str] =
 def _term(text: str, sign: float) -> Term:
     weight, value = 1.0, text
     match = _WEIGHT.match(text)
-    if match and not Path(text).exists():
+    if match and not _is_file(Path(text)):
         weight, value = float(match.group(1)), match.group(2)
-    kind = "image" if Path(value).expanduser().is_file() else "text"
+    kind = "image" if _is_file(Path(value).expanduser()) else "text"
     if kind == "text" and not value.strip():
         raise UsageError("an empty text can't be searched for")
     return Term(kind, value, sign * weight)
+
+
+def _is_file(path: Path) -> bool:
+    """Whether a query term names a picture file. Any term is tried as a path first, so
+    one the OS can't take as a name (over 255 bytes, a NUL) is a text, not a crash."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def checked_where(where: str) -> str:
+    """The user's SQL filter, once it is sure to stay one condition when wrapped in
+    parentheses and ANDed with --in/--after/--before.
+
+    Lance's parser stops at the first complete expression and ignores the rest, so
+    `1=1) OR (1=1` would close our parenthesis and OR away the other filters, and a
+    parse check of the filter alone can't catch it. Hence a lexical check: parentheses
+    outside quotes must balance and never close more than they opened; comments, `;`
+    and `$` (dollar quoting), which could hide or end text, are refused."""
+    depth, quote = 0, ""
+    for i, ch in enumerate(where):
+        if quote:
+            # Lance reads no backslash escapes, not even in E'...': only a doubled quote,
+            # which closes and reopens the string, the same for counting.
+            quote = "" if ch == quote else quote
+        elif ch in "'\"`":
+            quote = ch
+        elif ch in ";$" or where.startswith(("--", "/*"), i):
+            raise UsageError(f"--where: {where!r} may not contain comments, ';' or '$'")
+        elif ch in "()":
+            depth += 1 if ch == "(" else -1
+            if depth < 0:
+                break
+    if quote or depth != 0:
+        raise UsageError(f"--where: {where!r} has unbalanced quotes or parentheses")
+    return where
+
+
+def printable(path: str) -> str:
+    """A path as text for a terminal: control characters (a newline, ESC, which could
+    forge lines or drive the terminal) and undecodable bytes are shown escaped, as
+    Python writes them (\\n, \\x1b); --print0 and --json keep paths exact."""
+    return "".join(_escape(ch) if _hidden(ch) else ch for ch in path)
+
+
+def _hidden(ch: str) -> bool:
+    return unicodedata.category(ch) in ("Cc", "Cs") or ch in "\u2028\u2029"
+
+
+def _escape(ch: str) -> str:
+    if "\udc80" <= ch <= "\udcff":  # a byte the file system name held that isn't UTF-8
+        return f"\\x{ord(ch) - 0xDC00:02x}"
+    return repr(ch)[1:-1]
 
 
 class Searcher:
@@ -101,10 +161,14 @@ class Searcher:
         self.settings = settings
 
     def search(self, terms: list[Term], filters: Filters, limit: int) -> SearchResults:
+        if not 1 <= limit <= MAX_RESULTS:
+            raise UsageError(f"the number of results must be 1 to {MAX_RESULTS:,}, not {limit}")
+        where = filters.sql()  # before the model loads: a bad filter fails fast
         vector = self.query_vector(terms)
-        how = Nearest(self.settings.search.nprobes, self.settings.search.refine_factor)
+        search = self.settings.search
+        how = Nearest(search.nprobes, search.refine_factor, search.filtered_exact_rows)
         columns = ["path", "taken_at", "width", "height"]
-        rows = self.table.nearest(vector, limit, how, columns, filters.sql()).to_pylist()
+        rows = self.table.nearest(vector, limit, how, columns, where).to_pylist()
         kind = _score_kind(terms)
         hits = [
             Hit(
@@ -142,7 +206,10 @@ class Searcher:
         from photon_index.decode import read_bytes
         from photon_index.hashing import content_hash
 
-        data = read_bytes(path)
+        try:
+            data = read_bytes(path)
+        except ImageError as e:
+            raise ImageError(f"{path}: {e}") from e
         stored = self.table.rows_by_hash([content_hash(data)])
         if stored:
             return next(iter(stored.values())).embedding
@@ -177,5 +244,6 @@ def _date_clause(op: str, day: date) -> str:
     """EXIF time where the camera recorded one, else the file's modification time."""
     midnight = datetime(day.year, day.month, day.day)
     exif = f"taken_at {op} CAST({sql_quote(midnight.isoformat(sep=' '))} AS TIMESTAMP)"
-    mtime = f"mtime_ns {op} {int(midnight.timestamp() * 1e9)}"
+    # Whole seconds times 10**9 in integers: a float of nanoseconds loses the last digits.
+    mtime = f"mtime_ns {op} {round(midnight.timestamp()) * 1_000_000_000}"
     return f"(({exif}) OR (taken_at IS NULL AND {mtime}))"

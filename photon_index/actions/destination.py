@@ -1,0 +1,81 @@
+"""Checking a `--move-to` folder before anything moves.
+
+The indexed folders are not stored, so the folders that hold the table's files stand
+for them: the destination may not be one of them, inside one (the next `photon index`
+would bring the copies back, or a target could be its own source), or above one (the
+root `/`, or $DIR/ with DIR unset, is above everything). It must be a folder (made if
+missing) that photon can write to, with room for every file that cannot be hard-linked.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from photon_index.errors import UsageError
+from photon_index.sizes import human_size
+
+# Room kept beyond the copies' bytes, for the folders the moves make.
+_MARGIN = 1 << 20
+
+
+def target_for(destination: Path, source: Path) -> Path:
+    """Where source goes: its whole absolute path below destination, anchor removed, so
+    files from anywhere never collide and are easy to put back."""
+    return destination.joinpath(*Path(os.path.abspath(source)).parts[1:])
+
+
+def check_destination(destination: Path, table_paths: Iterable[str], moving: Iterable[str]) -> Path:
+    """The destination as an absolute folder, made if missing; UsageError if it is unsafe
+    or unusable for moving the files `moving`."""
+    destination = Path(os.path.abspath(destination.expanduser()))
+    real = Path(os.path.realpath(destination))
+    if real == Path(real.anchor) or destination == Path(destination.anchor):
+        raise UsageError(f"--move-to {destination} is the root folder: choose a folder of its own")
+    if os.path.lexists(destination) and not destination.is_dir():
+        raise UsageError(f"--move-to {destination} is not a folder: choose a folder")
+    folders = {Path(os.path.realpath(os.path.dirname(p))) for p in table_paths}
+    for folder in sorted(folders):
+        if real == folder or folder in real.parents:
+            raise UsageError(
+                f"--move-to {destination} is inside the indexed folder {folder}: the next "
+                "`photon index` would add the copies back; choose a folder outside it"
+            )
+        if real in folder.parents:
+            raise UsageError(
+                f"--move-to {destination} holds the indexed folder {folder}: choose a "
+                "folder outside your pictures"
+            )
+    try:
+        destination.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=destination):
+            pass  # permissions, read-only mounts and ACLs all say no here
+    except OSError as e:
+        raise UsageError(
+            f"cannot write to --move-to {destination} ({e.strerror or e}): choose a writable folder"
+        ) from e
+    _check_room(destination, moving)
+    return destination
+
+
+def _check_room(destination: Path, moving: Iterable[str]) -> None:
+    """Files on the destination's device are hard-linked and take no room; the others
+    are copied."""
+    device = os.stat(destination).st_dev
+    needed = 0
+    for path in moving:
+        try:
+            stat = os.lstat(path)
+        except OSError:
+            continue  # the action's own checks will leave it alone
+        if stat.st_dev != device:
+            needed += stat.st_size
+    free = shutil.disk_usage(destination).free
+    if needed + _MARGIN > free:
+        raise UsageError(
+            f"--move-to {destination} has {human_size(free)} free but the copies need "
+            f"{human_size(needed)}: free some space or choose another folder"
+        )

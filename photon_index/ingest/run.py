@@ -1,0 +1,288 @@
+"""One indexing run: walk the roots, skip the unchanged, hash the rest, let the planner
+decide what each needs, embed in worker processes, commit through the writer, and prune
+files that disappeared. Memory stays flat: files stream from the walk, at most a few
+batches are in flight, and rows are written as they come."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from photon_index.config import Settings
+from photon_index.decode import read_error
+from photon_index.discover import FoundFile, WalkError, discover, display
+from photon_index.embed.workers import EmbedPool, WorkerConfig
+from photon_index.errors import PhotonError, UsageError
+from photon_index.hashing import file_hash
+from photon_index.ingest.planner import Outcome, Planner
+from photon_index.ingest.writer import Writer
+from photon_index.models import ModelFiles
+from photon_index.store.table import ImageTable
+
+
+class Interrupted(PhotonError):
+    """The user stopped the run (Ctrl-C); what was committed is kept."""
+
+    exit_code = 130
+
+
+@dataclass(frozen=True)
+class Failure:
+    path: str
+    error: str
+
+
+@dataclass
+class IndexReport:
+    discovered: int = 0
+    indexed: int = 0  # embedded by the model in this run
+    reused: int = 0  # moved or copied: the stored embedding of the same bytes was reused
+    skipped: int = 0  # unchanged since the last run: not even read
+    removed: int = 0
+    failed: int = 0
+    elapsed: float = 0.0
+    images_per_second: float = 0.0  # embedded images per second of wall time
+    device: str = ""
+    failures: list[Failure] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_roots(
+    roots: Sequence[Path], table: ImageTable | None, *, forget_missing: bool
+) -> tuple[list[Path], list[str]]:
+    """The roots that exist, and a warning for each missing one the index holds rows
+    under (an unmounted drive: its rows are kept). A missing root the index knows
+    nothing of is a typo: UsageError."""
+    absolute = [Path(os.path.abspath(r.expanduser())) for r in roots]
+    present = [r for r in absolute if os.path.lexists(r)]
+    missing = [r for r in absolute if r not in present]
+    indexed = _rows_under(table, missing)
+    unknown = [display(r) for r in missing if not indexed[r] and not forget_missing]
+    if unknown:
+        raise UsageError(f"no such file or folder: {', '.join(unknown)}")
+    if forget_missing:
+        return present + missing, []
+    return present, [_kept(r, indexed[r], "is missing") for r in missing]
+
+
+class Ingest:
+    def __init__(
+        self,
+        table: ImageTable,
+        model: ModelFiles,
+        settings: Settings,
+        *,
+        progress: bool,
+        forget_missing: bool = False,
+    ) -> None:
+        self.table = table
+        self.model = model
+        self.settings = settings.index
+        self.device = settings.model.device
+        self.threads = settings.model.threads
+        self.progress = progress
+        self.forget_missing = forget_missing
+        self.report = IndexReport()
+        self.planner = Planner(table, model.name)
+        self.writer = Writer(table, self.planner.indexed_paths, self.settings.commit_interval)
+        self._pool: EmbedPool | None = None
+        self._batch: list[str] = []
+        self._bar: tqdm | None = None
+
+    def run(self, roots: Sequence[Path]) -> IndexReport:
+        """Index the files under roots (which check_roots found present)."""
+        started = time.monotonic()
+        walk = _Walked()
+        total = self._count(roots) if self.progress else None
+        self._bar = tqdm(total=total, unit="img", disable=not self.progress, dynamic_ncols=True)
+        try:
+            self._index(roots, walk)
+        except KeyboardInterrupt:
+            self._close_pool()
+            with contextlib.suppress(PhotonError):  # keep what is complete, if we can
+                self._commit()
+            raise Interrupted(
+                f"interrupted: the index keeps {self._kept()} pictures; "
+                "run `photon index` again to continue"
+            ) from None
+        finally:
+            self._close_pool()
+            self._bar.close()
+        if self.settings.prune:
+            self._prune(roots, walk)
+        self.table.optimize()
+        self.report.elapsed = round(time.monotonic() - started, 3)
+        self.report.images_per_second = round(self.report.indexed / self.report.elapsed, 2)
+        return self.report
+
+    def _index(self, roots: Sequence[Path], walk: _Walked) -> None:
+        present = [r for r in roots if os.path.lexists(r)]
+        for item in self._walk(present):
+            if isinstance(item, WalkError):
+                walk.unreadable.append(str(item.path))
+                self._fail(display(item.path), item.reason)
+                continue
+            walk.seen.add(str(item.path))
+            walk.found[item.root] += 1
+            self._take(item)
+            self._collect(wait=False)
+        self._apply(self.planner.resolve())
+        self._submit()
+        while self._pool is not None and self._pool.in_flight:
+            self._collect(wait=True)
+        self._apply(self.planner.resolve())  # copies found while the last rows committed
+        self._commit()
+
+    def _walk(self, roots: Sequence[Path]) -> Iterator[FoundFile | WalkError]:
+        return discover(
+            roots, exclude=self.settings.exclude, include_hidden=self.settings.include_hidden
+        )
+
+    def _count(self, roots: Sequence[Path]) -> int:
+        """A stat-only first pass, so the progress bar can show an ETA."""
+        present = [r for r in roots if os.path.lexists(r)]
+        return sum(1 for _ in self._walk(present))
+
+    def _take(self, found: FoundFile) -> None:
+        self.report.discovered += 1
+        if self.planner.unchanged(found):
+            self.report.skipped += 1
+            self._bar.update()
+            return
+        path = str(found.path)
+        if found.size > self.settings.max_file_size:
+            self._fail(
+                path,
+                f"file is {found.size:,} bytes, above the limit of "
+                f"{self.settings.max_file_size:,} (index.max_file_size)",
+            )
+            return
+        try:
+            digest = file_hash(found.path)  # streamed: memory does not grow with the file
+        except OSError as e:
+            self._fail(path, str(read_error(e)))
+            return
+        self._apply(self.planner.place(found, digest))
+
+    def _apply(self, outcome: Outcome, *, embedded: bool = False) -> None:
+        """Carry out what the planner decided; embedded: the first row came from the model."""
+        if outcome.rows:
+            self.report.indexed += embedded
+            self.report.reused += len(outcome.rows) - embedded
+            self.writer.add(outcome.rows)
+            self._bar.update(len(outcome.rows))
+        for path, error in outcome.failed:
+            self._fail(path, error)
+        for path in outcome.embed:
+            self._batch.append(path)
+            if len(self._batch) >= self.settings.batch_size:
+                self._submit()
+
+    def _submit(self) -> None:
+        if not self._batch:
+            return
+        pool = self._start_pool()
+        while pool.in_flight >= pool.capacity:
+            self._collect(wait=True)
+        pool.submit(self._batch)
+        self._batch = []
+
+    def _start_pool(self) -> EmbedPool:
+        """Started on first need, so a run with nothing new never loads the model."""
+        if self._pool is None:
+            workers = self.settings.workers or os.cpu_count() or 1
+            threads = self.threads or max(1, (os.cpu_count() or 1) // workers)
+            config = WorkerConfig(self.model, self.device, threads, self.settings.max_pixels)
+            self._pool = EmbedPool(config, workers=workers, timeout=self.settings.image_timeout)
+            self.report.device = self._pool.device
+        return self._pool
+
+    def _close_pool(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.close()
+
+    def _collect(self, wait: bool) -> None:
+        if self._pool is not None:
+            for result in self._pool.results(wait=wait):
+                self._apply(self.planner.embedded(result), embedded=True)
+        if self.writer.due:
+            self._commit()
+
+    def _kept(self) -> str:
+        # Counted, not tallied: a Ctrl-C between a commit's append and its upsert leaves
+        # the appended rows in the table.
+        try:
+            return f"{self.table.count():,}"
+        except PhotonError:
+            return "every committed"
+
+    def _commit(self) -> None:
+        self._apply(self.planner.resolve())
+        rows = self.writer.commit()
+        self.planner.committed(rows)
+
+    def _prune(self, roots: Sequence[Path], walk: _Walked) -> None:
+        """Drop rows of files gone from under an indexed root. Rows are kept under
+        folders that could not be read this time, and under a root that is missing or
+        has no pictures now while the index holds some: both may only be unmounted."""
+        scopes = [str(r) for r in roots]
+        if not self.forget_missing:
+            empty = [r for r in roots if not walk.found[r] and os.path.lexists(r)]
+            indexed = _rows_under(self.table, empty)
+            for root in empty:
+                if indexed[root]:
+                    scopes.remove(str(root))
+                    self.report.warnings.append(_kept(root, indexed[root], "has no pictures now"))
+        keep = tuple(u.rstrip(os.sep) + os.sep for u in walk.unreadable)
+        gone = [
+            p
+            for p in self.table.paths()
+            if p not in walk.seen and any(_under(p, s) for s in scopes) and not p.startswith(keep)
+        ]
+        self.table.delete_paths(gone)
+        self.report.removed = len(gone)
+
+    def _fail(self, path: str, error: str) -> None:
+        self.report.failed += 1
+        self.report.failures.append(Failure(path, error))
+        if self._bar is not None:
+            self._bar.update()
+
+
+@dataclass
+class _Walked:
+    """What the walk met: paths found, per-root counts, folders it could not read."""
+
+    seen: set[str] = field(default_factory=set)
+    found: Counter[Path] = field(default_factory=Counter)
+    unreadable: list[str] = field(default_factory=list)
+
+
+def _rows_under(table: ImageTable | None, roots: Sequence[Path]) -> Counter[Path]:
+    counts: Counter[Path] = Counter()
+    if table is None or not roots:
+        return counts
+    for path in table.paths():
+        for root in roots:
+            if _under(path, str(root)):
+                counts[root] += 1
+    return counts
+
+
+def _kept(root: Path, rows: int, why: str) -> str:
+    return (
+        f"{display(root)} {why}: its {rows} indexed pictures are kept (an unmounted drive?); "
+        "to remove them from the index, run again with --forget-missing"
+    )
+
+
+def _under(path: str, scope: str) -> bool:
+    return path == scope or path.startswith(scope.rstrip(os.sep) + os.sep)

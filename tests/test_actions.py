@@ -1,0 +1,661 @@
+"""What `photon dedupe` does to files is safe by construction: aliases are never removed,
+exact copies are re-hashed, --move-to is checked before anything moves, every action is
+journaled, an interrupted batch is finished, trash and moves are undone exactly, and a
+stateful randomized test plays a user's life against all of it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+from conftest import TINY, run_photon
+from test_dedupe import BASE, away, put
+
+from photon_index import Index
+from photon_index.actions import Action, Journal, act, apply, finish_interrupted, undo_last
+from photon_index.actions.destination import target_for
+from photon_index.errors import UsageError
+from photon_index.query.dedupe import DuplicateGroup, find_duplicates
+from photon_index.store.lock import write_lock
+from photon_index.store.table import ImageTable
+
+DIM = 4
+DAY = 86_400 * 10**9
+
+
+@pytest.fixture
+def table(tmp_path: Path) -> ImageTable:
+    return ImageTable.create(tmp_path / "db", dim=DIM, model="m", model_ref="m")
+
+
+@pytest.fixture
+def trash_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A freedesktop trash in tmp_path, for this process and its children: nothing
+    touches the user's trash."""
+    import send2trash
+    import send2trash.plat_other as freedesktop
+
+    if send2trash.send2trash is not freedesktop.send2trash:
+        pytest.skip("send2trash uses gio here, whose trash the test cannot redirect")
+    data = tmp_path / "home" / ".local" / "share"
+    data.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(data))
+    # send2trash reads XDG_DATA_HOME once, at import.
+    monkeypatch.setattr(freedesktop, "XDG_DATA_HOME", os.fsencode(data))
+    monkeypatch.setattr(freedesktop, "HOMETRASH_B", os.fsencode(data / "Trash"))
+    monkeypatch.setattr(freedesktop, "HOMETRASH", str(data / "Trash"))
+    return data / "Trash"
+
+
+def exact_library(folder: Path, table: ImageTable, copies: int, pictures: int = 3) -> None:
+    """pictures distinct files, each with copies exact copies in folders far apart."""
+    rows = []
+    for p in range(pictures):
+        data = f"picture {p} ".encode() * 50
+        rows.append(put(folder / "a", f"p{p}.jpg", data, DAY, bits=away(p * 20)))
+        for c in range(copies):
+            deep = f"z/{c % 7}/{c}/copy-{p}.jpg"
+            rows.append(put(folder, deep, data, 2 * DAY, bits=away(p * 20)))
+    table.upsert(rows)
+
+
+def groups_of(table: ImageTable, cosine: float | None = None) -> list[DuplicateGroup]:
+    return find_duplicates(table, phash_distance=6, similar_cosine=cosine)
+
+
+def run(table: ImageTable, kind: str, dest: Path | None = None, similar: bool = False):
+    action = Action(kind, destination=dest, similar=similar)
+    return act(groups_of(table), table, Journal(table.db_path), action)
+
+
+def files_under(folder: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+# Item 2: two paths of one file are one picture.
+
+
+def test_an_alias_of_the_keeper_is_never_removed(tmp_path: Path, table: ImageTable):
+    # A group handed in by hand (or from a stale table) that names the keeper under
+    # another path: the check right before acting leaves it alone.
+    real = put(tmp_path / "real", "a.jpg", b"a", DAY)
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    hard = tmp_path / "far" / "hard.jpg"
+    hard.parent.mkdir()
+    os.link(real.path, hard)
+    table.upsert([real])
+    aliases = [str(tmp_path / "link" / "a.jpg"), str(hard)]
+    table.upsert([replace(real, path=p) for p in aliases])
+    group = DuplicateGroup("exact", real.path, "by hand", aliases, 0.0)
+    report = act([group], table, Journal(table.db_path), Action("delete"))
+    assert report.deleted == []
+    assert {why for _, why in report.failed} == {
+        f"it is the same file as its keeper {real.path} (another path to it)"
+    }
+    assert Path(real.path).read_bytes() == b"a" and hard.exists()
+
+
+@pytest.mark.slow
+def test_cli_dedupe_through_a_symlinked_folder_deletes_nothing(tmp_path: Path, monkeypatch):
+    # Issue 9 item 2: index link/ (a symlink to real/), then real/; `--delete --yes`
+    # deleted every file of real/. 20 pictures: more than one embedding batch.
+    from photon_index.synthetic import write_pictures
+
+    real = tmp_path / "real"
+    write_pictures(real, 20, seed=3)
+    (tmp_path / "link").symlink_to(real)
+    far = tmp_path / "x" / "y" / "far"
+    far.mkdir(parents=True)
+    os.link(real / "picture-00000.jpg", far / "hard.jpg")
+    before = files_under(real)
+    db = tmp_path / "db"
+    run_photon("index", tmp_path / "link", "--db", db, "--model", TINY)
+    run_photon("index", real, far, "--db", db, "--model", TINY)
+    report = json.loads(
+        run_photon("dedupe", "--db", db, "--delete", "--permanent", "--yes", "--json").stdout
+    )
+    assert report["deleted"] == [] and all(not g["duplicates"] for g in report["groups"])
+    assert files_under(real) == before and (far / "hard.jpg").exists()
+
+
+# Item 6 lives in test_dedupe.py (finding); item 7: actions hold the writer lock.
+
+
+@pytest.mark.parametrize("what", ["move", "trash", "delete", "undo"])
+def test_actions_hold_the_writer_lock(tmp_path: Path, table: ImageTable, what: str):
+    exact_library(tmp_path / "lib", table, copies=1)
+    index = Index(table.db_path)
+    before = files_under(tmp_path / "lib")
+    with write_lock(table.db_path), pytest.raises(UsageError, match="another photon process"):
+        groups = index.dedupe()
+        if what == "move":
+            index.move_duplicates(groups, tmp_path / "dest")
+        elif what == "trash":
+            index.trash_duplicates(groups)
+        elif what == "delete":
+            index.delete_duplicates(groups)
+        else:
+            index.undo()
+    assert files_under(tmp_path / "lib") == before
+
+
+# Item 8: --delete of the similar tier needs its own flag.
+
+
+def test_similar_pictures_are_deleted_only_when_asked(
+    tmp_path: Path, table: ImageTable, trash_home: Path
+):
+    keeper = put(tmp_path / "lib", "scene.jpg", b"scene", DAY, bits=BASE, width=900)
+    other = put(tmp_path / "lib", "same-scene.jpg", b"other", DAY, bits=away(40))
+    table.upsert([keeper, replace(other, embedding=keeper.embedding)])
+    groups = groups_of(table, cosine=0.9)
+    assert [g.tier for g in groups] == ["similar"]
+    journal = Journal(table.db_path)
+    report = act(groups, table, journal, Action("trash"))
+    assert report.trashed == [] and "--delete-similar" in report.failed[0][1]
+    assert Path(other.path).exists()
+    report = act(groups, table, journal, Action("trash", similar=True))
+    assert report.trashed == [other.path] and not Path(other.path).exists()
+
+
+# Re-hashing exact copies before removing them.
+
+
+def test_an_exact_copy_whose_bytes_changed_is_left_alone(tmp_path: Path, table: ImageTable):
+    exact_library(tmp_path / "lib", table, copies=1, pictures=2)
+    copy = tmp_path / "lib" / "z" / "0" / "0" / "copy-0.jpg"
+    stat = copy.stat()
+    copy.write_bytes(copy.read_bytes().replace(b"picture", b"PICTURE"))  # same size
+    os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # and the same mtime
+    report = run(table, "delete")
+    assert report.failed == [
+        (str(copy), "its bytes differ from its keeper's now: run `photon index` first")
+    ]
+    assert copy.exists() and len(report.deleted) == 1
+
+
+# Item 11 and 18: --move-to is checked before anything moves.
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("/", "is the root folder"),
+        ("lib/a", "inside the indexed folder"),
+        ("lib/a/new/deeper", "inside the indexed folder"),
+        ("lib", "holds the indexed folder"),
+        ("", "holds the indexed folder"),  # tmp_path itself
+        ("lib/a/p0.jpg", "is not a folder"),
+    ],
+)
+def test_a_bad_move_to_moves_nothing(tmp_path: Path, table: ImageTable, where: str, message):
+    exact_library(tmp_path / "lib", table, copies=40)
+    before, rows = files_under(tmp_path / "lib"), sorted(table.paths())
+    dest = Path(where) if where.startswith("/") else tmp_path / where
+    with pytest.raises(UsageError, match=message):
+        run(table, "move", dest)
+    assert files_under(tmp_path / "lib") == before and sorted(table.paths()) == rows
+    assert not Journal(table.db_path).batches()
+
+
+def test_a_full_or_read_only_move_to_moves_nothing(
+    tmp_path: Path, table: ImageTable, monkeypatch: pytest.MonkeyPatch
+):
+    from photon_index.actions import destination
+
+    exact_library(tmp_path / "lib", table, copies=40)
+    before = files_under(tmp_path / "lib")
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(destination.shutil, "disk_usage", lambda p: usage._replace(free=1000))
+    with pytest.raises(UsageError, match="free"):
+        run(table, "move", tmp_path / "full")
+    monkeypatch.undo()
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(destination.tempfile, "TemporaryFile", read_only)
+    with pytest.raises(UsageError, match="cannot write to --move-to"):
+        run(table, "move", tmp_path / "ro")
+    assert files_under(tmp_path / "lib") == before
+    assert not list(tmp_path.rglob("*.partial"))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_folder_is_refused(tmp_path: Path, table: ImageTable):
+    exact_library(tmp_path / "lib", table, copies=2)
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o500)
+    with pytest.raises(UsageError, match="cannot write"):
+        run(table, "move", ro)
+
+
+@pytest.mark.slow
+def test_cli_move_to_root_or_a_file_is_one_error(tmp_path: Path):
+    # Issue 9 item 11: `--move-to /` deleted the copies and reported them as moved.
+    from photon_index.synthetic import write_pictures
+
+    lib = tmp_path / "lib"
+    write_pictures(lib / "a", 3, seed=1)
+    for i in range(70):  # more than one journal chunk of copies, far apart
+        (lib / "z" / str(i)).mkdir(parents=True)
+        shutil.copy(lib / "a" / "picture-00000.jpg", lib / "z" / str(i) / "copy.jpg")
+    db = tmp_path / "db"
+    run_photon("index", lib, "--db", db, "--model", TINY)
+    before = files_under(lib)
+    for dest in ["/", str(lib / "a" / "picture-00001.jpg"), str(lib)]:
+        result = run_photon("dedupe", "--db", db, "--move-to", dest, check=False)
+        assert result.returncode == 2, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+        assert files_under(lib) == before
+    assert not list(tmp_path.rglob("*.partial"))
+    result = run_photon("dedupe", "--db", db, "--distance", "64", check=False)
+    assert result.returncode == 2 and "63" in result.stderr
+
+
+# The journal, kills and undo.
+
+
+def test_move_is_journaled_and_undone_exactly(tmp_path: Path, table: ImageTable):
+    exact_library(tmp_path / "lib", table, copies=50)  # 150 copies: three chunks
+    before, rows = files_under(tmp_path / "lib"), table.columns(["path", "embedding"])
+    report = run(table, "move", tmp_path / "dest")
+    assert len(report.moved) == 150 and report.failed == []
+    for source, target in report.moved:
+        assert Path(target).read_bytes() == before[source] and not Path(source).exists()
+    (batch,) = Journal(table.db_path).batches()
+    assert batch.ended and [e.status for e in batch.entries] == ["done"] * 150
+    assert all(os.path.exists(p) for p in table.paths())
+
+    undone = undo_last(Journal(table.db_path), table)
+    assert len(undone.restored) == 150 and undone.failed == []
+    assert files_under(tmp_path / "lib") == before
+    after = table.columns(["path", "embedding"])
+    assert sorted(after.to_pylist(), key=str) == sorted(rows.to_pylist(), key=str)
+    with pytest.raises(UsageError, match="nothing to undo"):
+        undo_last(Journal(table.db_path), table)
+
+
+def test_trash_is_the_default_and_undone(tmp_path: Path, table: ImageTable, trash_home: Path):
+    exact_library(tmp_path / "lib", table, copies=30)
+    before = files_under(tmp_path / "lib")
+    report = run(table, "trash")
+    assert len(report.trashed) == 90 and report.failed == []
+    trashed = files_under(trash_home / "files")
+    assert sorted(trashed.values()) == sorted(before[p] for p in report.trashed)
+    undone = undo_last(Journal(table.db_path), table)
+    assert len(undone.restored) == 90 and undone.failed == []
+    assert files_under(tmp_path / "lib") == before
+    assert files_under(trash_home / "files") == {} and files_under(trash_home / "info") == {}
+    assert sorted(table.paths()) == sorted(before)
+
+
+def test_a_permanent_delete_cannot_be_undone_and_undo_goes_on(tmp_path: Path, table: ImageTable):
+    exact_library(tmp_path / "lib", table, copies=2, pictures=1)
+    moved = run(table, "move", tmp_path / "dest").moved
+    table.upsert(
+        [put(tmp_path / "lib2", "x.jpg", b"x", DAY), put(tmp_path / "lib3", "x.jpg", b"x", DAY)]
+    )
+    assert len(run(table, "delete").deleted) == 1
+    with pytest.raises(UsageError, match="cannot be restored"):
+        undo_last(Journal(table.db_path), table)
+    assert len(undo_last(Journal(table.db_path), table).restored) == len(moved) == 2
+
+
+class Killed(BaseException):
+    """A kill -9 in the middle of a batch: nothing after it runs."""
+
+
+@pytest.mark.parametrize("linked", [False, True])
+def test_a_killed_move_is_finished_by_the_next_action(
+    tmp_path: Path, table: ImageTable, monkeypatch: pytest.MonkeyPatch, linked: bool
+):
+    exact_library(tmp_path / "lib", table, copies=50)
+    before = files_under(tmp_path / "lib")
+    real_do, count = apply._do, 0
+
+    def killed_after_100(kind, entry):
+        nonlocal count
+        count += 1
+        if count == 101:
+            if linked:  # between the link and the unlink
+                Path(entry.target).parent.mkdir(parents=True, exist_ok=True)
+                os.link(entry.source, entry.target)
+            raise Killed
+        return real_do(kind, entry)
+
+    monkeypatch.setattr(apply, "_do", killed_after_100)
+    monkeypatch.setattr(apply, "finish", lambda batch, table: None)  # a kill runs nothing
+    with pytest.raises(Killed):
+        run(table, "move", tmp_path / "dest")
+    monkeypatch.undo()
+
+    # Item 13: the table never lists a file that is gone, even before recovery.
+    assert all(os.path.exists(p) for p in table.paths())
+    moved = files_under(tmp_path / "dest")
+    assert len(moved) == 100 + linked
+    (batch,) = Journal(table.db_path).unfinished()
+
+    assert finish_interrupted(Journal(table.db_path), table) == [batch.name]
+    moved = files_under(tmp_path / "dest")
+    assert len(moved) == 100  # the half-made link is gone, its source is in place
+    here = files_under(tmp_path / "lib")
+    assert set(table.paths()) == set(here) and len(here) == len(before) - 100
+    for path, data in before.items():
+        assert here.get(path, moved.get(str(target_for(tmp_path / "dest", Path(path))))) == data
+
+    undone = undo_last(Journal(table.db_path), table)
+    assert len(undone.restored) == 100 and files_under(tmp_path / "lib") == before
+    assert set(table.paths()) == set(before)
+
+
+def far_copies(lib: Path, originals: int, copies: int) -> Path:
+    """Pictures in a/ and copies of them, round robin, each in its own folder under z/."""
+    from photon_index.synthetic import write_pictures
+
+    files = [path for path, _ in write_pictures(lib / "a", originals, seed=originals)]
+    for i in range(copies):
+        (lib / "z" / str(i)).mkdir(parents=True)
+        shutil.copy(files[i % originals], lib / "z" / str(i) / "copy.jpg")
+    return lib
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("next_command", ["dedupe", "index"])
+def test_cli_kill_9_during_move_to_keeps_the_table_in_step(tmp_path: Path, next_command: str):
+    # Issue 9 item 13: the table kept the moved files' rows after a kill -9.
+    lib = far_copies(tmp_path / "lib", originals=2, copies=200)
+    db, dest = tmp_path / "db", tmp_path / "dest"
+    run_photon("index", lib, "--db", db, "--model", TINY)
+    before = files_under(lib)
+    slow = (
+        "import time, sys; from photon_index.actions import apply; real = apply.move_file; "
+        "apply.move_file = lambda s, t: (real(s, t), time.sleep(0.01)); "
+        "from photon_index.cli import main; sys.argv[0] = 'photon'; main()"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", slow, "dedupe", "--db", str(db), "--move-to", str(dest)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while len(files_under(dest) if dest.exists() else {}) < 90 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert 90 <= len(files_under(dest)) < 200
+
+    assert all(os.path.exists(p) for p in Index(db).table().paths())
+    if next_command == "dedupe":  # either finishes the batch first
+        report = json.loads(run_photon("dedupe", "--db", db, "--json").stdout)
+        assert report["groups"]
+    else:
+        run_photon("index", lib, "--db", db, "--model", TINY)
+    assert Journal(db).unfinished() == []
+    here, moved = files_under(lib), files_under(dest)
+    assert set(Index(db).table().paths()) == set(here)
+    assert len(here) + len(moved) == len(before)
+    assert not list(tmp_path.rglob("*.partial"))
+    undone = json.loads(run_photon("dedupe", "--db", db, "--undo", "--json").stdout)
+    assert undone["failed"] == [] and files_under(lib) == before
+    assert set(Index(db).table().paths()) == set(before)
+
+
+@pytest.mark.slow
+def test_cli_delete_trashes_and_undo_puts_back(tmp_path: Path, trash_home: Path):
+    lib = far_copies(tmp_path / "lib", originals=3, copies=3)
+    db = tmp_path / "db"
+    run_photon("index", lib, "--db", db, "--model", TINY)
+    before = files_under(lib)
+    report = json.loads(run_photon("dedupe", "--db", db, "--delete", "--json").stdout)
+    assert len(report["trashed"]) == 3 and report["deleted"] == []
+    assert len(files_under(trash_home / "files")) == 3
+    assert not set(report["trashed"]) & set(Index(db).table().paths())
+    run_photon("dedupe", "--db", db, "--undo")
+    assert files_under(lib) == before and set(Index(db).table().paths()) == set(before)
+
+
+# A user's life against the action layer: a stateful randomized test.
+#
+# The library holds pictures, near copies (resized) far away, a symlinked folder and a
+# hard link, all indexed; rules add exact copies and hard links, index, move, trash,
+# delete for good, undo, edit a copy in place (same size and mtime) and kill a move or
+# trash half-way. After every step: no content loses its last copy (across the library,
+# the --move-to folder and the trash) unless it was a near or similar copy deleted for
+# good; a keeper is never removed; a moved file is byte-identical at its target; undo
+# puts every path back with its bytes; the table lists only files that exist.
+
+from hypothesis import HealthCheck, event, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.stateful import (  # noqa: E402
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
+
+LONG = os.environ.get("PHOTON_LONG_TESTS") == "1"
+
+
+class _Place:
+    """The one temp folder the machine plays in, and a pristine indexed library that
+    each run starts from (indexing it again each time would cost seconds)."""
+
+    base: Path
+    trash: Path
+    counts: ClassVar[Counter[str]] = Counter()  # what the run did, printed at its end
+
+
+def _build_template(base: Path) -> None:
+    from PIL import Image
+
+    from photon_index.config import Settings
+    from photon_index.synthetic import write_pictures
+
+    lib = base / "lib"
+    pictures = [p for p, _ in write_pictures(lib / "a", 6, seed=9)]
+    for i in (0, 1):
+        far = lib / "far" / "away" / str(i)
+        far.mkdir(parents=True)
+        with Image.open(pictures[i]) as im:
+            im.resize((160, 120)).save(far / "small.jpg", quality=90)
+    (lib / "z").mkdir()
+    shutil.copy2(pictures[2], lib / "z" / "copy.jpg")
+    (lib / "link").symlink_to(lib / "a")
+    (lib / "h").mkdir()
+    os.link(pictures[3], lib / "h" / "hard.jpg")
+    settings = Settings.load().with_overrides("index", workers=1)
+    Index(base / "db", settings=settings).update([lib], model=TINY)
+    shutil.copytree(lib, base / "template" / "lib", symlinks=True)
+    shutil.copytree(base / "db", base / "template" / "db")
+
+
+class UserLife(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        base = _Place.base
+        for name in ("lib", "db", "dest"):
+            shutil.rmtree(base / name, ignore_errors=True)
+        shutil.rmtree(_Place.trash, ignore_errors=True)
+        shutil.copytree(base / "template" / "lib", base / "lib", symlinks=True)
+        shutil.copytree(base / "template" / "db", base / "db")
+        (base / "lib" / "h" / "hard.jpg").unlink()  # copytree copied the hard link
+        os.link(base / "lib" / "a" / "picture-00003.jpg", base / "lib" / "h" / "hard.jpg")
+        self.lib, self.dest = base / "lib", base / "dest"
+        from photon_index.config import Settings
+
+        settings = Settings.load().with_overrides("index", workers=1)
+        self.index = Index(base / "db", settings=settings)
+        self.must_exist = {_digest(b) for b in self.everything().values()}
+        self.batches: list[tuple[str, dict[str, bytes]]] = []  # kind, bytes before it
+        self.added = 0
+
+    def everything(self) -> dict[str, bytes]:
+        found = files_under(self.lib)
+        for folder in (self.dest, _Place.trash / "files"):
+            if folder.exists():
+                found.update(files_under(folder))
+        return found
+
+    @initialize()
+    def start(self) -> None:
+        pass
+
+    @rule(picks=st.lists(st.integers(0, 100), min_size=1, max_size=4), hard=st.booleans())
+    def add_copies(self, picks: list[int], hard: bool) -> None:
+        """Copy (or hard-link) pictures far away, then index: copies reuse embeddings."""
+        files = sorted(p for p in files_under(self.lib) if "/link/" not in p)
+        for pick in picks:
+            source = Path(files[pick % len(files)])
+            self.added += 1
+            target = self.lib / "z" / str(self.added) / "deep" / f"copy{self.added}.jpg"
+            target.parent.mkdir(parents=True)
+            if hard:
+                os.link(source, target)
+            else:
+                shutil.copy2(source, target)
+        self.index.update([self.lib], model=TINY)
+
+    @rule(pick=st.integers(0, 100))
+    def edit_in_place(self, pick: int) -> None:
+        # Same size and mtime: only re-hashing can tell.
+        files = sorted(p for p in files_under(self.lib) if "/z/" in p)
+        if not files:
+            return
+        path = Path(files[pick % len(files)])
+        stat = path.stat()
+        data = bytearray(path.read_bytes())
+        data[-3] ^= 0xFF
+        if stat.st_nlink > 1:  # a hard link: edit one name only
+            path.unlink()
+        path.write_bytes(bytes(data))
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        # The user's own edit may destroy the last copy of the old bytes: that's theirs.
+        present = {_digest(b) for b in self.everything().values()}
+        self.must_exist = (self.must_exist & present) | {_digest(bytes(data))}
+
+    @rule()
+    def index_library(self) -> None:
+        self.index.update([self.lib], model=TINY)
+
+    @rule(kind=st.sampled_from(["move", "trash", "delete"]), similar=st.booleans())
+    def act(self, kind: str, similar: bool) -> None:
+        before = self.everything()
+        groups = self.index.dedupe(similar=similar)
+        if kind == "move":
+            report = self.index.move_duplicates(groups, self.dest)
+        elif kind == "trash":
+            report = self.index.trash_duplicates(groups, similar=similar)
+        else:
+            report = self.index.delete_duplicates(groups, similar=similar)
+        removed = {p for p, _ in report.moved} | set(report.trashed) | set(report.deleted)
+        if removed:  # a batch that removed nothing has nothing to undo
+            self.batches.append((kind, before))
+        _Place.counts[kind if removed else "empty"] += 1
+        _Place.counts["left alone"] += len(report.failed)
+        event(f"{kind} removed {'some' if removed else 'none'}; left {len(report.failed)}")
+        for source, target in report.moved:
+            assert Path(target).read_bytes() == before[source]
+        duplicates = {p for g in groups for p in g.duplicates}
+        for group in groups:
+            if group.keep not in duplicates:  # a stricter group's keeper may go in a looser one
+                assert group.keep not in removed
+                assert Path(group.keep).read_bytes() == before[group.keep]
+            if kind == "delete" and group.tier != "exact":
+                self.must_exist -= {_digest(before[p]) for p in group.duplicates if p in removed}
+
+    @rule(kind=st.sampled_from(["move", "trash"]), after=st.integers(0, 5), linked=st.booleans())
+    def killed_half_way(self, kind: str, after: int, linked: bool) -> None:
+        before = self.everything()
+        groups = self.index.dedupe()
+        real_do, count = apply._do, 0
+
+        def do(what: str, entry):
+            nonlocal count
+            if count == after:
+                if linked and entry.target:
+                    Path(entry.target).parent.mkdir(parents=True, exist_ok=True)
+                    os.link(entry.source, entry.target)
+                raise Killed
+            done = real_do(what, entry)
+            count += 1
+            return done
+
+        apply._do, real_finish = do, apply.finish
+        apply.finish = lambda batch, table: None
+        try:
+            if kind == "move":
+                self.index.move_duplicates(groups, self.dest)
+            else:
+                self.index.trash_duplicates(groups)
+        except Killed:
+            pass
+        finally:
+            apply._do, apply.finish = real_do, real_finish
+        if count:
+            self.batches.append((kind, before))
+
+    @rule()
+    def undo(self) -> None:
+        if not self.batches:
+            with pytest.raises(UsageError, match="nothing to undo"):
+                self.index.undo()
+            return
+        kind, before = self.batches.pop()
+        if kind == "delete":
+            with pytest.raises(UsageError, match="cannot be restored"):
+                self.index.undo()
+            return
+        report = self.index.undo()
+        assert report.failed == []
+        for _, path in report.restored:
+            assert Path(path).read_bytes() == before[path]
+
+    @invariant()
+    def nothing_is_lost(self) -> None:
+        _Place.counts["steps"] += 1
+        everything = self.everything()
+        present = {_digest(b) for b in everything.values()}
+        assert self.must_exist <= present
+        assert not [p for p in everything if p.endswith(".partial")]
+
+    @invariant()
+    def the_table_lists_only_files_that_exist(self) -> None:
+        table = self.index.table()
+        assert all(os.path.exists(p) for p in table.paths())
+
+
+def _digest(data: bytes) -> str:
+    from photon_index.hashing import content_hash
+
+    return content_hash(data)
+
+
+@pytest.mark.slow
+def test_a_users_life_loses_nothing(tmp_path: Path, trash_home: Path):
+    _Place.base, _Place.trash = tmp_path / "life", trash_home
+    _build_template(_Place.base)
+    run_state_machine_as_test(
+        UserLife,
+        settings=settings(
+            max_examples=300 if LONG else 25,
+            stateful_step_count=30 if LONG else 20,
+            derandomize=True,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+        ),
+    )
+    print(f"user life: {dict(_Place.counts)}")  # with -s: how much the run exercised
