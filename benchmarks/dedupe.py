@@ -245,7 +245,8 @@ def photon_table(files: list[Path], db: Path) -> tuple[ImageTable, float]:
             columns[name].append(value)
     elapsed = time.perf_counter() - start
     table = ImageTable.create(db, 4, "m", "m")
-    table.table.add(pa.table(columns, schema=table.schema))
+    table.writer.add(pa.table(columns, schema=table.schema))
+    table.dataset.checkout_latest()
     return table, elapsed
 
 
@@ -367,7 +368,8 @@ def quality() -> None:
         results = []
         for t in THRESHOLDS:
             start = time.perf_counter()
-            groups = find_duplicates(table, phash_distance=t, similar_cosine=None)
+            # One embedding for every row (photon_table): the pHash alone decides.
+            groups = find_duplicates(table, phash_distance=t, near_cosine=-1, similar_cosine=None)
             elapsed = time.perf_counter() - start
             edges = [(g.keep, d) for g in groups for d in g.duplicates]
             found = _pairs_of_groups(_clusters(edges))
@@ -501,7 +503,8 @@ def _synthetic_table(hashes: np.ndarray, db: Path) -> ImageTable:
             pa.timestamp("us", tz="UTC")
         ),
     }
-    table.table.add(pa.table(columns, schema=table.schema))
+    table.writer.add(pa.table(columns, schema=table.schema))
+    table.dataset.checkout_latest()
     return table
 
 
@@ -513,7 +516,10 @@ def scale_one(method: str, n: int) -> None:
         before = _peak_rss_mib()
         start = time.perf_counter()
         if method == "table":
-            groups = len(find_duplicates(table, phash_distance=SCALE_DISTANCE, similar_cosine=None))
+            found = find_duplicates(
+                table, phash_distance=SCALE_DISTANCE, near_cosine=-1, similar_cosine=None
+            )
+            groups = len(found)
         else:
             labels = (all_pairs_labels if method == "all-pairs" else _near_labels)(
                 hashes, SCALE_DISTANCE

@@ -80,6 +80,10 @@ def index(
             "(kept by default: an unmounted drive looks like that).",
         ),
     ] = False,
+    thumbnails: Annotated[
+        bool,
+        typer.Option("--thumbnails", help="Also make 256-px thumbnails of the pictures it reads."),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Add new and changed pictures under PATHS to the index."""
@@ -95,7 +99,11 @@ def index(
     )
     progress = not as_json and sys.stderr.isatty()
     report = Index(db, settings=settings).update(
-        paths, model=model, progress=progress, forget_missing=forget_missing
+        paths,
+        model=model,
+        progress=progress,
+        forget_missing=forget_missing,
+        thumbnails=thumbnails,
     )
     if as_json:
         typer.echo(_json(report))
@@ -135,6 +143,12 @@ def search(
         datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Taken before DATE.")
     ] = None,
     where: Annotated[str | None, typer.Option(help="SQL filter on the table's columns.")] = None,
+    camera: Annotated[
+        str | None, typer.Option(help="Only pictures from this camera, e.g. 'Canon EOS R5'.")
+    ] = None,
+    min_score: Annotated[
+        float | None, typer.Option("--min-score", help="Leave out hits scoring below this.")
+    ] = None,
     db: DbOption = None,
     device: DeviceOption = None,
     as_json: JsonOption = False,
@@ -168,14 +182,14 @@ def search(
         after=after.date() if after else None,
         before=before.date() if before else None,
         where=where,
+        camera=camera,
+        min_score=min_score,
     )
     results = Index(db, settings=_settings(device)).search(
         query, add=add or [], sub=sub or [], limit=limit, filters=filters
     )
     if as_json:
-        typer.echo(
-            _json([{**dataclasses.asdict(h), "score_kind": results.score} for h in results.hits])
-        )
+        typer.echo(_json(results.to_dict()))
     elif print0:  # the exact bytes of each path, which may hold any character but NUL
         sys.stdout.buffer.write(b"".join(os.fsencode(h.path) + b"\0" for h in results.hits))
         sys.stdout.flush()
@@ -205,7 +219,7 @@ def dedupe(
         float | None, typer.Option(min=0.0, max=1.0, help="Smallest cosine for --similar.")
     ] = None,
     move_to: Annotated[
-        Path | None,
+        str | None,  # not Path, which makes an empty DIR (a variable unset) the current one
         typer.Option(help="Move the copies here, below their full paths (outside the library)."),
     ] = None,
     delete: Annotated[
@@ -231,10 +245,12 @@ def dedupe(
     or delete them. Every action is journaled in the index folder; --undo puts it back."""
     from photon_index.errors import UsageError
     from photon_index.index import Index
+    from photon_index.query.search import printable
 
-    if undo and (move_to or delete):
+    moving = move_to is not None  # an empty one too: move_duplicates refuses it
+    if undo and (moving or delete):
         raise UsageError("--undo puts back the last batch: use it without --move-to or --delete")
-    if delete and move_to:
+    if delete and moving:
         raise UsageError("choose one of --move-to and --delete")
     if (permanent or delete_similar) and not delete:
         raise UsageError("--permanent and --delete-similar go with --delete")
@@ -246,7 +262,7 @@ def dedupe(
         return
     groups = index.dedupe(similar=similar, phash_distance=distance, similar_cosine=cosine)
     action = None
-    if move_to:
+    if move_to is not None:
         action = index.move_duplicates(groups, move_to)
     elif delete and permanent:
         action = index.delete_duplicates(groups, similar=delete_similar)
@@ -258,18 +274,18 @@ def dedupe(
         typer.echo(_json({"groups": groups, **done}))
         return
     for group in groups:
-        typer.echo(f"[{group.tier}] keep {group.keep}  ({group.reason})")
+        typer.echo(f"[{group.tier}] keep {printable(group.keep)}  ({group.reason})")
         for path in group.duplicates:
-            typer.echo(f"    {path}")
+            typer.echo(f"    {printable(path)}")
         for path in group.aliases:
-            typer.echo(f"    {path}  (same file as a path above: left alone)")
+            typer.echo(f"    {printable(path)}  (same file as a path above: left alone)")
         for path in group.beyond:
-            typer.echo(f"    {path}  (beyond the threshold of the keeper: left alone)")
+            typer.echo(f"    {printable(path)}  (beyond the threshold of the keeper: left alone)")
     copies = sum(len(g.duplicates) for g in groups)
     typer.echo(f"{len(groups)} groups, {copies} copies")
     if action:
-        for path, error in action.failed:
-            typer.echo(f"left alone: {path}: {error}", err=True)
+        for path, error in action.failed:  # the reason may name other paths
+            typer.echo(f"left alone: {printable(path)}: {printable(error)}", err=True)
         typer.echo(
             f"{len(action.moved)} moved, {len(action.trashed)} trashed, "
             f"{len(action.deleted)} deleted for good, {len(action.failed)} left alone"
@@ -278,11 +294,13 @@ def dedupe(
 
 
 def _print_undo(report: Any, as_json: bool) -> None:
+    from photon_index.query.search import printable
+
     if as_json:
         typer.echo(_json(report))
         return
     for path, error in report.failed:
-        typer.echo(f"not put back: {path}: {error}", err=True)
+        typer.echo(f"not put back: {printable(path)}: {printable(error)}", err=True)
     typer.echo(
         f"batch {report.batch} ({report.kind}): {len(report.restored)} put back, "
         f"{len(report.failed)} not"
@@ -294,15 +312,45 @@ def demo(
     folder: Annotated[
         Path | None, typer.Option("--dir", help="Where to put the demo (default: a new temp dir).")
     ] = None,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Then open the web app on the demo library.")
+    ] = False,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port of --serve.")] = 8750,
 ) -> None:
     """Draw pictures, index, search and dedupe them with the bundled tiny model, offline."""
     import tempfile
 
-    from photon_index.demo import run_demo
+    from photon_index.demo import run_demo, serve_demo
 
     workdir = folder or Path(tempfile.mkdtemp(prefix="photon-demo-"))
     for line in run_demo(workdir, _settings()):
         typer.echo(line)
+    if serve:
+        serve_demo(workdir, _settings(), port=port, echo=typer.echo)
+
+
+@app.command()
+def serve(
+    db: DbOption = None,
+    host: Annotated[
+        str,
+        typer.Option(help="Address to listen on; any but 127.0.0.1 or ::1 needs a token."),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8750,
+    token: Annotated[
+        str | None,
+        typer.Option(help="Token a browser must bring (default off 127.0.0.1: one made now)."),
+    ] = None,
+    open_browser: Annotated[
+        bool, typer.Option("--open", help="Open the web app in a browser.")
+    ] = False,
+) -> None:
+    """Serve the web app: search, pictures, duplicates and the library, and a JSON API."""
+    from photon_index.index import Index
+    from photon_index.serve import serve as run_server
+
+    index = Index(db, settings=_settings())
+    run_server(index, host=host, port=port, token=token, open_browser=open_browser, echo=typer.echo)
 
 
 @app.command()
@@ -419,6 +467,9 @@ def models_path(
     typer.echo(model_path(name or settings.model.name, settings.paths.models))
 
 
+_INTERRUPTED = 130  # the exit code of a run stopped by Ctrl-C (128 + SIGINT)
+
+
 def main() -> None:
     """Run the CLI: a PhotonError or a bad command line is one line on stderr and its
     exit code. Anything else keeps its traceback: it is a bug."""
@@ -438,10 +489,13 @@ def main() -> None:
     except typer.Abort:
         _fail("aborted", 1)
     except KeyboardInterrupt:
+        code = _INTERRUPTED
+    if code == _INTERRUPTED:
+        # typer turns Ctrl-C that no command reported (as an Interrupted error) into
+        # this exit code, silently, before it can reach the except clause above.
         typer.echo(
             "interrupted: everything committed so far is kept; run again to continue", err=True
         )
-        sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -57,6 +57,7 @@ class SearchSettings:
 @dataclass(frozen=True)
 class DedupeSettings:
     phash_distance: int
+    near_cosine: float
     similar_cosine: float
 
 
@@ -180,6 +181,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "search.nprobes": (1, 100_000),
     "search.filtered_exact_rows": (0, 10**9),
     "dedupe.phash_distance": (0, 63),
+    "dedupe.near_cosine": (-1.0, 1.0),
     "dedupe.similar_cosine": (-1.0, 1.0),
 }
 

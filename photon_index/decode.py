@@ -202,14 +202,20 @@ def _orientation(tags: _Exif) -> int | None:
     return value if isinstance(value, int) else None
 
 
+TAKEN_YEARS = (1826, 2200)  # the first photograph; a clock set centuries ahead
+
+
 def _taken_at(exif: Mapping[int, Any]) -> datetime | None:
     value = exif.get(Base.DateTimeOriginal)
     if not isinstance(value, str):
         return None
     try:
-        return datetime.strptime(value.strip("\x00 "), "%Y:%m:%d %H:%M:%S")
+        taken = datetime.strptime(value.strip("\x00 "), "%Y:%m:%d %H:%M:%S")
     except ValueError:  # blank or zeroed by cameras whose clock was never set
         return None
+    # Before photography or centuries ahead is a wrong clock, not a date; and dates
+    # outside 1678..2262 do not fit the nanosecond timestamps that filters compare.
+    return taken if TAKEN_YEARS[0] <= taken.year <= TAKEN_YEARS[1] else None
 
 
 def _camera(base: Mapping[int, Any]) -> str | None:

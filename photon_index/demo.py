@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import random
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from PIL import Image
@@ -20,6 +21,7 @@ from photon_index.synthetic import Scene, write_pictures
 
 DEMO_MODEL = "siglip-tiny-shapes"
 PICTURES = 60
+SEED = 2026  # of the drawings: the same pictures every time
 
 
 def run_demo(workdir: Path, settings: Settings) -> Iterator[str]:
@@ -27,7 +29,11 @@ def run_demo(workdir: Path, settings: Settings) -> Iterator[str]:
     pictures, db = workdir / "pictures", workdir / "db"
     try:
         pictures.mkdir(parents=True, exist_ok=True)
-        written = write_pictures(pictures, PICTURES, seed=2026)
+        written = write_pictures(pictures, PICTURES, seed=SEED)
+        # Not the two copied exactly below: with equal EXIF dates, only their file
+        # times can tell dedupe which is the original.
+        for i, (path, _) in enumerate(written[2:], 2):
+            _stamp(path, i)
         copies = _make_copies([path for path, _ in written[:4]], pictures / "copies")
     except OSError as e:  # --dir names a file, a read-only or a full folder
         raise UsageError(
@@ -69,11 +75,59 @@ def run_demo(workdir: Path, settings: Settings) -> Iterator[str]:
     yield f'try it yourself: photon search "{sampled[0].caption}" --db {db}'
 
 
+def serve_demo(
+    workdir: Path, settings: Settings, *, port: int, echo: Callable[[str], None]
+) -> None:
+    """`photon demo --serve`: the web app on the demo's library, in a browser."""
+    from photon_index.serve import serve
+
+    echo("opening the web app on the demo library: search, pictures, duplicates")
+    serve(Index(workdir / "db", settings=settings), port=port, open_browser=True, echo=echo)
+
+
 def _text_search(index: Index, scene: Scene, written: list[tuple[Path, Scene]]) -> Iterator[str]:
     hits = index.search(scene.caption, limit=3).hits
     truth = {str(path) for path, s in written if s == scene}
     verdict = "right" if hits and hits[0].path in truth else "not the drawn picture"
     yield f'search "{scene.caption}": top hit {Path(hits[0].path).name} ({verdict})'
+
+
+# Cameras the demo's pictures say they come from, and places (latitude, longitude).
+CAMERAS = (("Photon", "Pinhole One"), ("Photon", "Lens Two"))
+PLACES = ((48.8584, 2.2945), (-33.8568, 151.2153), (40.6892, -74.0445))
+
+
+def _stamp(path: Path, i: int) -> None:
+    """Give a drawn JPEG the EXIF a camera writes: a date (one every 9 days from 2022),
+    a camera, and for every third one a place, so the web app's dates, camera filter
+    and GPS have something to show. The segment is added to the file's bytes, leaving
+    the pixels (and so the searches and duplicates) as drawn."""
+    from PIL.ExifTags import GPS, IFD, Base
+
+    exif = Image.Exif()
+    make, model = CAMERAS[i % len(CAMERAS)]
+    exif[Base.Make], exif[Base.Model] = make, model
+    taken = datetime(2022, 1, 1, 9, 30) + timedelta(days=9 * i, minutes=37 * i)
+    exif.get_ifd(IFD.Exif)[Base.DateTimeOriginal] = taken.strftime("%Y:%m:%d %H:%M:%S")
+    if i % 3 == 0:
+        latitude, longitude = PLACES[i // 3 % len(PLACES)]
+        exif.get_ifd(IFD.GPSInfo).update(
+            {
+                GPS.GPSLatitudeRef: "N" if latitude >= 0 else "S",
+                GPS.GPSLatitude: _dms(abs(latitude)),
+                GPS.GPSLongitudeRef: "E" if longitude >= 0 else "W",
+                GPS.GPSLongitude: _dms(abs(longitude)),
+            }
+        )
+    segment = exif.tobytes()  # b"Exif\0\0" and the TIFF structure: an APP1 segment's body
+    data = path.read_bytes()
+    app1 = b"\xff\xe1" + (len(segment) + 2).to_bytes(2, "big") + segment
+    path.write_bytes(data[:2] + app1 + data[2:])  # right after the JPEG's start marker
+
+
+def _dms(degrees: float) -> tuple[float, float, float]:
+    minutes, seconds = divmod(round(degrees * 3600, 2), 60)
+    return float(int(degrees)), float(int(minutes) % 60), float(seconds)
 
 
 def _make_copies(originals: list[Path], folder: Path) -> list[tuple[Path, Path]]:

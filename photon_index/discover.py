@@ -54,7 +54,9 @@ def discover(
     The roots are checked at once, not on first iteration: UsageError for a bad one.
     """
     absolute = [Path(os.path.abspath(root)) for root in roots]
-    return _Walk(exclude, include_hidden).roots([(root, _stat_root(root)) for root in absolute])
+    stats = [(root, _stat_root(root)) for root in absolute]
+    walk = _Walk(exclude, include_hidden, [os.path.realpath(root) for root in absolute])
+    return walk.roots(stats)
 
 
 def _stat_root(root: Path) -> os.stat_result:
@@ -71,9 +73,10 @@ def _stat_root(root: Path) -> os.stat_result:
 class _Walk:
     """One walk's state: what was visited, so nothing is entered or yielded twice."""
 
-    def __init__(self, exclude: Sequence[str], include_hidden: bool) -> None:
+    def __init__(self, exclude: Sequence[str], include_hidden: bool, inside: list[str]) -> None:
         self.exclude = exclude
         self.include_hidden = include_hidden
+        self.inside = inside  # the roots, resolved
         self.seen_dirs: set[tuple[int, int]] = set()
         self.seen_files: set[tuple[int, int]] = set()
 
@@ -124,6 +127,8 @@ class _Walk:
         try:
             if not _is_image(entry.name) and entry.is_file(follow_symlinks=False):
                 return  # the common case, decided without a stat call
+            if entry.is_symlink() and self._leads_inside(path):
+                return
             st = entry.stat()
         except OSError as e:
             yield WalkError(path, _stat_reason(path, e))
@@ -137,6 +142,15 @@ class _Walk:
             yield path, f"{rel}{entry.name}/"
         elif stat.S_ISREG(st.st_mode) and _is_image(entry.name):
             yield from self._file(root, path, st)
+
+    def _leads_inside(self, link: Path) -> bool:
+        """A link to a file or folder under a root: the walk meets the target under its
+        own path, which is the one to keep (a link sorting first would otherwise take
+        the real file's place, and lose it when the link goes)."""
+        target = os.path.realpath(link)
+        if not os.path.exists(target):
+            return False  # broken: reported as such
+        return any(target == r or target.startswith(r.rstrip(os.sep) + os.sep) for r in self.inside)
 
     def _file(self, root: Path, path: Path, st: os.stat_result) -> Iterator[FoundFile | WalkError]:
         if not _first_visit(self.seen_files, st):

@@ -34,10 +34,20 @@ class ChecksumError(ModelError):
     """A model file whose bytes do not match the recorded sha256."""
 
 
+class NotFoundError(PhotonError):
+    """An image id (or another key) that the index does not hold."""
+
+    exit_code = 1
+
+
 class ImageError(PhotonError):
     """An image that cannot be read or decoded."""
 
     exit_code = 4
+
+
+class FileChangedError(ImageError):
+    """An indexed picture whose file changed or disappeared since it was indexed."""
 
 
 class DatabaseError(PhotonError):

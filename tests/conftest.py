@@ -63,3 +63,23 @@ def run_photon(
     if check and result.returncode != 0:
         raise AssertionError(f"photon {args} failed ({result.returncode}):\n{result.stderr}")
     return result
+
+
+@pytest.fixture
+def trash_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A freedesktop trash in tmp_path, for this process and its children: nothing
+    touches the user's trash."""
+    import send2trash
+    import send2trash.plat_other as freedesktop
+
+    if send2trash.send2trash is not freedesktop.send2trash:
+        pytest.skip("send2trash uses gio here, whose trash the test cannot redirect")
+    data = tmp_path / "home" / ".local" / "share"
+    data.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(data))
+    # send2trash reads XDG_DATA_HOME once, at import.
+    monkeypatch.setattr(freedesktop, "XDG_DATA_HOME", os.fsencode(data))
+    monkeypatch.setattr(freedesktop, "HOMETRASH_B", os.fsencode(data / "Trash"))
+    monkeypatch.setattr(freedesktop, "HOMETRASH", str(data / "Trash"))
+    return data / "Trash"

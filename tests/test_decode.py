@@ -263,6 +263,14 @@ def test_unusable_exif_values_read_as_missing():
     )
 
 
+@pytest.mark.parametrize(
+    "taken", ["0001:01:01 00:00:00", "1825:12:31 23:59:59", "2201:01:01 00:00:01"]
+)
+def test_camera_dates_no_camera_could_take_read_as_missing(taken: str):
+    data = with_exif({}, exif_ifd={Base.DateTimeOriginal: taken})
+    assert decode(data, max_pixels=100).info.taken_at is None
+
+
 def test_northern_eastern_coordinates_are_positive():
     data = with_exif(
         {},

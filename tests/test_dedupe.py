@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import TINY, run_photon
-from PIL import Image, ImageEnhance
+from PIL import Image, ImageDraw, ImageEnhance
 
 from photon_index import Index
-from photon_index.actions import Action, ActionReport, Journal, act
+from photon_index.actions import Action, ActionReport, Interrupted, Journal, act
 from photon_index.actions import files as dedupe_files
 from photon_index.errors import UsageError
 from photon_index.hashing import content_hash, hamming
@@ -75,9 +75,20 @@ def table(tmp_path: Path) -> ImageTable:
     return ImageTable.create(tmp_path / "db", dim=DIM, model="m", model_ref="m")
 
 
-def find(table: ImageTable, *rows: ImageRow, distance: int = 6, cosine: float | None = None):
+# Hand-made rows have random embeddings unless a test sets them: only their pHashes
+# make them near copies, unless a test asks for the embeddings' check too (near).
+ANY = -1.0
+
+
+def find(
+    table: ImageTable,
+    *rows: ImageRow,
+    distance: int = 6,
+    cosine: float | None = None,
+    near: float = ANY,
+):
     table.upsert(list(rows))
-    return find_duplicates(table, phash_distance=distance, similar_cosine=cosine)
+    return find_duplicates(table, phash_distance=distance, near_cosine=near, similar_cosine=cosine)
 
 
 def summary(groups: list[DuplicateGroup]) -> list[tuple[str, str, list[str]]]:
@@ -87,9 +98,9 @@ def summary(groups: list[DuplicateGroup]) -> list[tuple[str, str, list[str]]]:
 def test_exact_copies_keep_the_oldest(table: ImageTable):
     groups = find(
         table,
-        row("/b.jpg", content_hash="same", mtime_ns=3),
+        row("/b.jpg", content_hash="same", mtime_ns=3000),  # ranked to the µs
         row("/a.jpg", content_hash="same", mtime_ns=2 * 10**18),
-        row("/c.jpg", content_hash="same", mtime_ns=2),
+        row("/c.jpg", content_hash="same", mtime_ns=2000),
     )
     assert summary(groups) == [("exact", "/c.jpg", ["/a.jpg", "/b.jpg"])]
     assert groups[0].distance == 0
@@ -134,8 +145,8 @@ def test_age_is_taken_at_else_mtime(table: ImageTable):
 
 def test_near_threshold_is_inclusive(table: ImageTable):
     table.upsert([row("/a.jpg", bits=BASE), row("/b.jpg", bits=away(5))])
-    assert find_duplicates(table, phash_distance=5, similar_cosine=None)[0].distance == 5
-    assert find_duplicates(table, phash_distance=4, similar_cosine=None) == []
+    assert find(table, distance=5)[0].distance == 5
+    assert find(table, distance=4) == []
 
 
 def test_a_chain_is_cut_at_the_keepers_threshold(table: ImageTable):
@@ -167,9 +178,12 @@ def test_first_by_path_in_a_large_table(table: ImageTable):
         assert group.keep == min([group.keep, *group.duplicates])
 
 
-def test_every_duplicate_is_within_the_threshold_of_its_keeper(table: ImageTable):
+def test_every_duplicate_is_within_the_threshold_of_its_keeper(
+    table: ImageTable, monkeypatch: pytest.MonkeyPatch
+):
     # Random walks of pHashes and embeddings: neighbours are close, walks drift far, so
     # union-find chains them into clusters much wider than the thresholds.
+    monkeypatch.setattr(dedupe, "_PAIRS_PER_READ", 7)  # near pairs' embeddings in blocks
     rng = np.random.default_rng(11)
     rows, bits, vector = [], BASE, rng.normal(size=DIM)
     for i in range(2000):
@@ -180,7 +194,7 @@ def test_every_duplicate_is_within_the_threshold_of_its_keeper(table: ImageTable
         unit = (vector / np.linalg.norm(vector)).astype(np.float32)
         rows.append(row(f"/walk/{i:05d}.jpg", bits=bits, embedding=unit))
     by_path = {r.path: r for r in rows}
-    groups = find(table, *rows, distance=6, cosine=0.95)
+    groups = find(table, *rows, distance=6, cosine=0.95, near=0.9)
     assert {g.tier for g in groups} == {"near", "similar"}
     assert any(g.beyond for g in groups), "the walks chain beyond the thresholds"
     for group in groups:
@@ -188,6 +202,7 @@ def test_every_duplicate_is_within_the_threshold_of_its_keeper(table: ImageTable
         for path in group.duplicates:
             if group.tier == "near":
                 assert hamming(keep.phash, by_path[path].phash) <= 6
+                assert float(keep.embedding @ by_path[path].embedding) >= 0.9 - 1e-6
             else:
                 assert float(keep.embedding @ by_path[path].embedding) >= 0.95 - 1e-6
         assert not set(group.beyond) & set(group.duplicates)
@@ -240,14 +255,68 @@ def test_similar_tier_only_when_asked(table: ImageTable):
     assert (group.tier, group.duplicates) == ("similar", ["/b.jpg"])
 
 
+def unit(*values: float) -> np.ndarray:
+    vector = np.array(values, dtype=np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def test_near_copies_must_look_alike_too(table: ImageTable):
+    # The pHash sees only grey: a recoloured picture can be a bit or two from the
+    # original while its embedding is far. Only a copy close by both is a near copy.
+    rows = [
+        row("/original.jpg", bits=BASE, embedding=unit(1, 0, 0, 0), width=800, height=600),
+        row("/resized.jpg", bits=away(2), embedding=unit(1, 0.2, 0, 0)),  # cosine 0.98
+        row("/recoloured.jpg", bits=away(1), embedding=unit(0.3, 1, 0, 0)),  # cosine 0.29
+    ]
+    (group,) = find(table, *rows, near=0.9)
+    assert (group.keep, group.duplicates) == ("/original.jpg", ["/resized.jpg"])
+    assert group.beyond == ["/recoloured.jpg"]  # left alone
+    (by_phash_alone,) = find(table, near=ANY)
+    assert by_phash_alone.duplicates == ["/recoloured.jpg", "/resized.jpg"]
+
+
+@pytest.mark.parametrize("tier", ["exact", "near"])
+def test_a_real_file_is_kept_before_a_symlink(tmp_path: Path, table: ImageTable, tier: str):
+    # A file symlink first by path (or a larger picture) was kept and the real file
+    # deleted: the picture then lived only outside the library, where the link led.
+    day = 86_400 * 10**9
+    real = put(tmp_path / "L" / "2023", "beach.jpg", b"beach", day, bits=BASE)
+    data = b"beach" if tier == "exact" else b"a larger beach"
+    outside = put(tmp_path / "usb", "beach.jpg", data, day, bits=away(2), width=4000)
+    link = tmp_path / "L" / "2019" / "beach-link.jpg"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(outside.path)
+    (group,) = find(table, real, replace(outside, path=str(link)))
+    assert (group.tier, group.keep, group.duplicates) == (tier, real.path, [str(link)])
+    assert group.reason == "the real file (the others are symbolic links)"
+
+
+@pytest.mark.parametrize(("year", "kept"), [(2263, "/2020.jpg"), (1600, "/far.jpg")])
+def test_camera_dates_beyond_the_nanosecond_range_rank_by_their_date(
+    table: ImageTable, year: int, kept: str
+):
+    # Nanoseconds since 1970 overflow past 2262 and before 1678: a picture "taken" in
+    # 2263 was ranked (and reported) as taken in 1678, and kept as the oldest.
+    (group,) = find(
+        table,
+        row("/far.jpg", bits=BASE, taken_at=datetime(year, 6, 1, 12, 30)),
+        row("/2020.jpg", bits=away(1), taken_at=datetime(2020, 1, 1)),
+    )
+    assert group.keep == kept
+    day = "2020-01-01 00:00" if kept == "/2020.jpg" else f"{year}-06-01 12:30"
+    assert group.reason == f"oldest (taken {day})"
+
+
 def test_an_empty_table_has_no_duplicates(table: ImageTable):
     assert find(table, cosine=0.5) == []
 
 
-@pytest.mark.parametrize(("distance", "cosine"), [(-1, None), (64, None), (6, 1.5)])
-def test_bad_thresholds_are_usage_errors(table: ImageTable, distance, cosine):
+@pytest.mark.parametrize(
+    ("distance", "near", "cosine"), [(-1, ANY, None), (64, ANY, None), (6, ANY, 1.5), (6, 2, None)]
+)
+def test_bad_thresholds_are_usage_errors(table: ImageTable, distance, near, cosine):
     with pytest.raises(UsageError):
-        find_duplicates(table, phash_distance=distance, similar_cosine=cosine)
+        find(table, distance=distance, near=near, cosine=cosine)
 
 
 def all_hamming_pairs(hashes: np.ndarray, max_distance: int) -> set[tuple[int, int]]:
@@ -312,7 +381,7 @@ def library(tmp_path: Path, table: ImageTable) -> Path:
 
 
 def groups_of(table: ImageTable) -> list[DuplicateGroup]:
-    return find_duplicates(table, phash_distance=6, similar_cosine=None)
+    return find_duplicates(table, phash_distance=6, near_cosine=ANY, similar_cosine=None)
 
 
 def move_duplicates(groups: list[DuplicateGroup], table: ImageTable, dest: Path) -> ActionReport:
@@ -395,7 +464,9 @@ def test_an_interrupted_copy_loses_nothing_and_a_rerun_finishes(
     monkeypatch.setattr(shutil, "copy2", copy_then_interrupt)
     dest = tmp_path / "dest"
     groups = groups_of(table)
-    with pytest.raises(KeyboardInterrupt):
+    # Ctrl-C: the batch is finished, and the user told what had gone before the stop.
+    stopped = "interrupted: 1 file was moved to .* `photon dedupe --undo` puts them back"
+    with pytest.raises(Interrupted, match=stopped):
         move_duplicates(groups, table, dest)
 
     first, second = library / "copy.jpg", library / "album" / "small.jpg"
@@ -561,6 +632,37 @@ def test_cli_move_to(tmp_path: Path, indexed):
         assert not Path(src).exists()
     assert stored(db) == {str(p) for p in photos.rglob("*.jpg")}
     assert dedupe_json("--db", db)["groups"] == []
+
+
+@pytest.mark.slow
+def test_cli_recoloured_pictures_are_not_near_copies(tmp_path: Path):
+    # A white triangle on purple and an orange one on blue are 2 pHash bits apart (the
+    # pHash sees grey): `--delete --permanent --yes` deleted one. Real copies of one of
+    # them (resized, re-encoded, 2.5 % cropped) must stay its near copies.
+    lib, copies = tmp_path / "lib", tmp_path / "lib" / "copies"
+    copies.mkdir(parents=True)
+    triangle = [(160, 60), (520, 300), (80, 420)]
+    for name, shape, ground in [
+        ("white_on_purple", (245, 245, 245), (125, 45, 175)),
+        ("orange_on_blue", (245, 135, 20), (35, 75, 215)),
+    ]:
+        im = Image.new("RGB", (640, 480), ground)
+        ImageDraw.Draw(im).polygon(triangle, fill=shape)
+        im.save(lib / f"{name}.jpg", quality=92)
+    with Image.open(lib / "white_on_purple.jpg") as im:
+        im.resize((320, 240), Image.Resampling.LANCZOS).save(copies / "resized.jpg", quality=90)
+        im.save(copies / "reencoded.jpg", quality=40)
+        im.crop((16, 12, 624, 468)).save(copies / "cropped.jpg", quality=90)
+    expected = sorted(str(p) for p in copies.iterdir())
+    db = tmp_path / "db"
+    run_photon("index", lib, "--db", db, "--model", TINY)
+
+    report = dedupe_json("--db", db, "--delete", "--permanent", "--yes")
+
+    (group,) = report["groups"]
+    assert (group["tier"], group["keep"]) == ("near", str(lib / "white_on_purple.jpg"))
+    assert sorted(report["deleted"]) == expected and report["failed"] == []
+    assert (lib / "white_on_purple.jpg").exists() and (lib / "orange_on_blue.jpg").exists()
 
 
 @pytest.mark.slow

@@ -101,7 +101,17 @@ def test_two_links_to_one_folder_yield_its_files_once(tmp_path):
     touch(tmp_path, "real/p.jpg")
     (tmp_path / "link1").symlink_to(tmp_path / "real")
     (tmp_path / "link2").symlink_to(tmp_path / "real")
-    assert found(discover([tmp_path])) == ["link1/p.jpg"]  # the first reached, in name order
+    assert found(discover([tmp_path])) == ["real/p.jpg"]  # the real path, not a link to it
+
+
+def test_a_link_sorting_first_never_takes_the_real_files_place(tmp_path):
+    touch(tmp_path, "z/real.jpg", "z/folder/q.jpg")
+    (tmp_path / "a_links").mkdir()
+    (tmp_path / "a_links" / "link.jpg").symlink_to(tmp_path / "z" / "real.jpg")
+    (tmp_path / "a_links" / "folder").symlink_to(tmp_path / "z" / "folder")
+    assert found(discover([tmp_path])) == ["z/folder/q.jpg", "z/real.jpg"]
+    # A link out of the roots is followed: its target is found nowhere else.
+    assert found(discover([tmp_path / "a_links"])) == ["folder/q.jpg", "link.jpg"]
 
 
 def test_hardlinks_and_file_symlinks_yield_once(tmp_path):

@@ -251,3 +251,32 @@ def test_a_commit_that_fails_after_its_append_is_not_appended_again():
         writer.commit()
     writer.commit()
     assert appended == ["new"]
+
+
+def test_files_deleted_during_a_run_leave_the_index(
+    tmp_path: Path, lib: Path, monkeypatch: pytest.MonkeyPatch
+):
+    db = tmp_path / "db"
+    Index(db, settings=small_commits()).update([lib], model=TINY)
+    write_pictures(lib / "z_new", 20, seed=8)
+    real_commit = Writer.commit
+
+    def commit(writer: Writer) -> list:
+        shutil.rmtree(lib / "a", ignore_errors=True)  # walked already, unchanged
+        return real_commit(writer)
+
+    monkeypatch.setattr(Writer, "commit", commit)
+    report = Index(db, settings=small_commits()).update([lib], model=TINY)
+    assert report.removed == 300
+    assert_true_to_disk(db, pictures(lib))
+
+
+def test_a_changed_file_that_fails_loses_its_old_row(tmp_path: Path, lib: Path):
+    db = tmp_path / "db"
+    Index(db, settings=small_commits()).update([lib], model=TINY)
+    broken, emptied = pictures(lib / "a")[:2]
+    broken.write_bytes(broken.read_bytes()[:1000])
+    emptied.write_bytes(b"")
+    report = Index(db, settings=small_commits()).update([lib], model=TINY)
+    assert report.failed == 2
+    assert set(stored(db)) == {str(p) for p in pictures(lib)} - {str(broken), str(emptied)}

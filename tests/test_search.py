@@ -15,7 +15,8 @@ import pyarrow as pa
 import pytest
 from conftest import TINY, run_photon
 
-from photon_index import Index
+from photon_index import Index, image_id
+from photon_index.embed import Encoders
 from photon_index.errors import UsageError
 from photon_index.query.search import Filters, Searcher, parse_terms
 from photon_index.store.table import ImageTable, Nearest
@@ -46,15 +47,23 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Library:
     return Library(photos, db, {str(p): s for p, s in old + new})
 
 
-def search_json(db: Path, *args: str | Path) -> list[dict]:
-    return json.loads(run_photon("search", *args, "--db", db, "--json").stdout)
+def search_json(db: Path, *args: str | Path) -> dict:
+    """`photon search --json`: one object, the score kind once and the hits."""
+    result = json.loads(run_photon("search", *args, "--db", db, "--json").stdout)
+    assert set(result) == {"score_kind", "hits"}
+    return result
+
+
+def search_hits(db: Path, *args: str | Path) -> list[dict]:
+    return search_json(db, *args)["hits"]
 
 
 def test_text_search_ranks_the_described_picture_first(library) -> None:
     hits_right = 0
     for scene in list(library.scenes.values())[:10]:
-        hits = search_json(library.db, scene.caption, "-k", "3")
-        assert len(hits) == 3 and hits[0]["score_kind"] == "probability"
+        result = search_json(library.db, scene.caption, "-k", "3")
+        hits = result["hits"]
+        assert len(hits) == 3 and result["score_kind"] == "probability"
         assert 0.0 <= hits[0]["score"] <= 1.0
         assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
         best = library.scenes[hits[0]["path"]]
@@ -65,20 +74,21 @@ def test_text_search_ranks_the_described_picture_first(library) -> None:
 def test_image_search_finds_the_picture_itself_first(library) -> None:
     probe = next(iter(library.scenes))
     for args in (["--image", probe], [probe]):
-        hits = search_json(library.db, *args, "-k", "2")
-        assert hits[0]["path"] == probe
-        assert hits[0]["score_kind"] == "cosine" and hits[0]["score"] > 0.999
+        result = search_json(library.db, *args, "-k", "2")
+        hits = result["hits"]
+        assert hits[0]["path"] == probe and hits[0]["id"] == image_id(probe)
+        assert result["score_kind"] == "cosine" and hits[0]["score"] > 0.999
 
 
 def test_image_search_with_a_picture_outside_the_index(library, tmp_path) -> None:
     ((outside, _),) = write_pictures(tmp_path, 1, seed=99)
-    hits = search_json(library.db, "--image", outside, "-k", "5")
+    hits = search_hits(library.db, "--image", outside, "-k", "5")
     assert len(hits) == 5 and outside.name not in {Path(h["path"]).name for h in hits}
 
 
 def test_combined_query_moves_results(library) -> None:
-    plain = [h["path"] for h in search_json(library.db, "a red circle", "-k", "10")]
-    minus = [h["path"] for h in search_json(library.db, "a red circle", "--sub", "red", "-k", "10")]
+    plain = [h["path"] for h in search_hits(library.db, "a red circle", "-k", "10")]
+    minus = [h["path"] for h in search_hits(library.db, "a red circle", "--sub", "red", "-k", "10")]
     assert plain != minus
     red_plain = sum(library.scenes[p].colour == "red" for p in plain)
     red_minus = sum(library.scenes[p].colour == "red" for p in minus)
@@ -86,13 +96,13 @@ def test_combined_query_moves_results(library) -> None:
 
 
 def test_filters_by_folder_date_and_sql(library) -> None:
-    under = search_json(library.db, "a star", "--in", library.photos / "2019", "-k", "50")
+    under = search_hits(library.db, "a star", "--in", library.photos / "2019", "-k", "50")
     assert len(under) == 30 and all("/2019/" in h["path"] for h in under)
-    before = search_json(library.db, "a star", "--before", "2020-01-01", "-k", "50")
+    before = search_hits(library.db, "a star", "--before", "2020-01-01", "-k", "50")
     assert {h["path"] for h in before} == {h["path"] for h in under}
-    after = search_json(library.db, "a star", "--after", "2020-01-01", "-k", "50")
+    after = search_hits(library.db, "a star", "--after", "2020-01-01", "-k", "50")
     assert len(after) == 30 and all("/2024/" in h["path"] for h in after)
-    none = search_json(library.db, "a star", "--where", "width > 5000")
+    none = search_hits(library.db, "a star", "--where", "width > 5000")
     assert none == []
 
 
@@ -126,7 +136,7 @@ def test_ann_index_keeps_recall(library, tmp_path, monkeypatch) -> None:
     table = index.table()
     stored = table.columns(["path", "embedding"]).to_pydict()
     vectors = np.asarray(stored["embedding"], dtype=np.float32)
-    searcher = Searcher(table, index.load_model(), index.settings)
+    searcher = Searcher(table, Encoders(index.load_model(), device="cpu"), index.settings)
     found = 0
     for scene in list(library.scenes.values())[:5]:
         query = searcher.query_vector(parse_terms(scene.caption))
@@ -313,7 +323,7 @@ def test_long_and_odd_texts_are_texts(text: str) -> None:
 
 def test_limit_beyond_the_cap_is_a_usage_error(partitioned, tiny_model, settings) -> None:
     table, _ = partitioned
-    searcher = Searcher(table, tiny_model, settings)
+    searcher = Searcher(table, Encoders(tiny_model, device="cpu"), settings)
     for limit in (0, 10_001, 99999999999999999999999):
         with pytest.raises(UsageError, match="1 to 10,000"):
             searcher.search(parse_terms("a star"), Filters(), limit)
@@ -345,14 +355,14 @@ def test_unreadable_image_is_an_image_error(library, tmp_path) -> None:
 
 
 def test_extreme_dates_and_long_texts_search(library) -> None:
-    every = search_json(library.db, "a star", "--after", "0001-01-01", "-k", "100")
+    every = search_hits(library.db, "a star", "--after", "0001-01-01", "-k", "100")
     assert len(every) == 60
-    every = search_json(library.db, "a star", "--before", "9999-12-31", "-k", "100")
+    every = search_hits(library.db, "a star", "--before", "9999-12-31", "-k", "100")
     assert len(every) == 60
-    assert search_json(library.db, "a star", "--after", "9999-12-31") == []
+    assert search_hits(library.db, "a star", "--after", "9999-12-31") == []
     long_text = "a small red circle on a plain white background, " * 8
-    assert len(search_json(library.db, long_text, "-k", "3")) == 3
-    assert len(search_json(library.db, "赤い丸" * 32, "-k", "3")) == 3
+    assert len(search_hits(library.db, long_text, "-k", "3")) == 3
+    assert len(search_hits(library.db, "赤い丸" * 32, "-k", "3")) == 3
 
 
 def test_control_characters_in_paths_are_escaped_or_exact(tmp_path) -> None:

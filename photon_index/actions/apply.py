@@ -6,10 +6,13 @@ Each duplicate is checked just before it goes, a chunk at a time:
   an exact copy both files re-hashed now still have the same bytes;
 - the duplicate is not another path to its keeper, or to any other keeper (a hard link,
   a symlinked folder): removing it would remove the picture itself;
+- a real file is not removed for a keeper that is a symbolic link, which would keep
+  nothing once its target goes;
 - a `similar` picture is not a copy: it is trashed or deleted only when asked for.
 Then, per chunk: the intents are journaled (fsync), the rows leave the table, the files
 move, and what became of each is journaled. A search may briefly miss a file that is
-still in place, but never lists one that is gone.
+still in place, but never lists one that is gone. Ctrl-C finishes the batch as it stands
+(recover.finish) and says what had gone before the stop.
 """
 
 from __future__ import annotations
@@ -24,19 +27,30 @@ from photon_index.actions.files import move_file
 from photon_index.actions.journal import Batch, Entry, Journal
 from photon_index.actions.recover import finish, restore_rows
 from photon_index.actions.trash import trash
+from photon_index.errors import PhotonError
 from photon_index.hashing import file_hash
 from photon_index.query.dedupe import TIERS, DuplicateGroup
+from photon_index.query.search import printable
+from photon_index.store.roots import read_roots
 from photon_index.store.schema import ImageRow, arrow_to_rows
 from photon_index.store.table import ImageTable, sql_quote
 
 # Files per journal chunk: one fsync of intents and one table commit per chunk.
 CHUNK = 64
+_DONE = {"move": "moved to {}", "trash": "sent to the trash", "delete": "deleted for good"}
+
+
+class Interrupted(PhotonError):
+    """The user stopped a batch (Ctrl-C): what had gone before the stop stays gone and
+    journaled, the rest is in place."""
+
+    exit_code = 130
 
 
 @dataclass(frozen=True)
 class Action:
     kind: str  # "move" | "trash" | "delete" (permanent)
-    destination: Path | None = None  # move: where to
+    destination: str | os.PathLike[str] | None = None  # move: where to
     similar: bool = False  # trash or delete the similar tier's pictures too
 
 
@@ -52,13 +66,15 @@ class ActionReport:
 def act(
     groups: Iterable[DuplicateGroup], table: ImageTable, journal: Journal, action: Action
 ) -> ActionReport:
-    """Do action to every group's duplicates that pass the checks; drop their rows."""
+    """Do action to every group's duplicates that pass the checks; drop their rows.
+    Interrupted if the user stops it."""
     groups = sorted(groups, key=lambda g: TIERS.index(g.tier))
     destination = None
     if action.kind == "move":
         assert action.destination is not None
         moving = [p for g in groups for p in g.duplicates]
-        destination = check_destination(action.destination, table.paths(), moving)
+        roots = read_roots(table.db_path)
+        destination = check_destination(action.destination, roots, table.paths(), moving)
     checks = _Checks(groups, table, action, destination)
     batch = journal.begin(action.kind, destination)
     report = ActionReport([], [], [], [])
@@ -66,10 +82,22 @@ def act(
         for chunk in _chunks(((g, p) for g in groups for p in g.duplicates), CHUNK):
             _chunk(chunk, checks, batch, table, report)
         batch.end()
+    except KeyboardInterrupt:
+        finish(batch, table)  # done stays done, the rest goes back
+        raise Interrupted(_stopped(batch, destination)) from None
     except BaseException:
-        finish(batch, table)  # Ctrl-C or a failing table: done stays done, the rest goes back
+        finish(batch, table)  # a failing table or disk: as for Ctrl-C
         raise
     return ActionReport(report.moved, report.trashed, report.deleted, report.failed, batch.name)
+
+
+def _stopped(batch: Batch, destination: Path | None) -> str:
+    """What an interrupted batch did, once finished, for the person who stopped it."""
+    done = sum(e.status == "done" for e in batch.entries)
+    what = _DONE[batch.kind].format(printable(str(destination)))
+    files = "1 file was" if done == 1 else f"{done} files were"
+    undo = "; `photon dedupe --undo` puts them back" if done and batch.kind != "delete" else ""
+    return f"interrupted: {files} {what} before the stop (journaled), the others are in place{undo}"
 
 
 def _chunk(
@@ -176,6 +204,8 @@ class _Checks:
             return "it cannot be checked"
         if identity == _identity(group.keep):
             return f"it is the same file as its keeper {group.keep} (another path to it)"
+        if os.path.islink(group.keep) and not os.path.islink(path):
+            return f"its keeper {group.keep} is a symbolic link: keep a real file instead"
         other = self.keepers.get(identity)
         if other is not None and other != path:
             return f"it is the same file as {other}, which is kept (another path to it)"
@@ -223,10 +253,12 @@ def _identity(path: str) -> tuple[int, int] | None:
 
 
 def _same_entries(path: str, aliases: list[str]) -> list[str]:
-    """path and its aliases that are the same directory entry (through a symlinked
-    folder): they leave with it. A hard link is an entry of its own, and stays."""
-    real = os.path.realpath(path)
-    return [path, *(a for a in aliases if a != path and os.path.realpath(a) == real)]
+    """path and its aliases that lead to its directory entry (through a symlinked folder,
+    or a symbolic link to it): they leave with it. A hard link is an entry of its own,
+    and stays; so does the file a symbolic link leads to, when the link is what goes.
+    Only path's folders are resolved, never its own name, which may itself be a link."""
+    entry = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+    return [path, *(a for a in aliases if a != path and os.path.realpath(a) == entry)]
 
 
 def _rows_of(table: ImageTable, paths: list[str]) -> dict[str, list[ImageRow]]:

@@ -1,10 +1,13 @@
 """Checking a `--move-to` folder before anything moves.
 
-The indexed folders are not stored, so the folders that hold the table's files stand
-for them: the destination may not be one of them, inside one (the next `photon index`
-would bring the copies back, or a target could be its own source), or above one (the
-root `/`, or $DIR/ with DIR unset, is above everything). It must be a folder (made if
-missing) that photon can write to, with room for every file that cannot be hard-linked.
+The indexed folders are the roots `photon index` recorded (store/roots.py) and the
+folders that hold the table's files (all a database indexed before roots were recorded
+can tell): the destination may not be one of them, inside one (the next `photon index`
+would bring the copies back, and a later dedupe could keep a moved copy and remove the
+original), or above one (the root `/`, or $DIR/ with DIR unset, is above everything).
+Nor may it be empty (`--move-to "$DIR"`, DIR unset, would mean the current folder). It
+must be a folder (made if missing) that photon can write to, with room for every file
+that cannot be hard-linked.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable
+from os import PathLike
 from pathlib import Path
 
 from photon_index.errors import UsageError
+from photon_index.query.search import printable
 from photon_index.sizes import human_size
 
 # Room kept beyond the copies' bytes, for the folders the moves make.
@@ -28,25 +33,35 @@ def target_for(destination: Path, source: Path) -> Path:
     return destination.joinpath(*Path(os.path.abspath(source)).parts[1:])
 
 
-def check_destination(destination: Path, table_paths: Iterable[str], moving: Iterable[str]) -> Path:
+def check_destination(
+    destination: str | PathLike[str],
+    roots: Iterable[Path],
+    table_paths: Iterable[str],
+    moving: Iterable[str],
+) -> Path:
     """The destination as an absolute folder, made if missing; UsageError if it is unsafe
-    or unusable for moving the files `moving`."""
-    destination = Path(os.path.abspath(destination.expanduser()))
+    or unusable for moving the files `moving` out of the library indexed from roots."""
+    if not os.fspath(destination).strip():
+        raise UsageError("--move-to is empty (an unset variable?): name the folder to move to")
+    destination = Path(os.path.abspath(Path(destination).expanduser()))
+    shown = printable(str(destination))
     real = Path(os.path.realpath(destination))
     if real == Path(real.anchor) or destination == Path(destination.anchor):
-        raise UsageError(f"--move-to {destination} is the root folder: choose a folder of its own")
+        raise UsageError(f"--move-to {shown} is the root folder: choose a folder of its own")
     if os.path.lexists(destination) and not destination.is_dir():
-        raise UsageError(f"--move-to {destination} is not a folder: choose a folder")
+        raise UsageError(f"--move-to {shown} is not a folder: choose a folder")
     folders = {Path(os.path.realpath(os.path.dirname(p))) for p in table_paths}
+    folders |= {Path(os.path.realpath(root)) for root in roots}
     for folder in sorted(folders):
+        indexed = printable(str(folder))
         if real == folder or folder in real.parents:
             raise UsageError(
-                f"--move-to {destination} is inside the indexed folder {folder}: the next "
+                f"--move-to {shown} is inside the indexed folder {indexed}: the next "
                 "`photon index` would add the copies back; choose a folder outside it"
             )
         if real in folder.parents:
             raise UsageError(
-                f"--move-to {destination} holds the indexed folder {folder}: choose a "
+                f"--move-to {shown} holds the indexed folder {indexed}: choose a "
                 "folder outside your pictures"
             )
     try:
@@ -55,7 +70,7 @@ def check_destination(destination: Path, table_paths: Iterable[str], moving: Ite
             pass  # permissions, read-only mounts and ACLs all say no here
     except OSError as e:
         raise UsageError(
-            f"cannot write to --move-to {destination} ({e.strerror or e}): choose a writable folder"
+            f"cannot write to --move-to {shown} ({e.strerror or e}): choose a writable folder"
         ) from e
     _check_room(destination, moving)
     return destination
@@ -76,6 +91,6 @@ def _check_room(destination: Path, moving: Iterable[str]) -> None:
     free = shutil.disk_usage(destination).free
     if needed + _MARGIN > free:
         raise UsageError(
-            f"--move-to {destination} has {human_size(free)} free but the copies need "
-            f"{human_size(needed)}: free some space or choose another folder"
+            f"--move-to {printable(str(destination))} has {human_size(free)} free but the "
+            f"copies need {human_size(needed)}: free some space or choose another folder"
         )

@@ -62,6 +62,9 @@ def _left(batch: Batch, entry: Entry) -> bool:
     if batch.kind == "trash":
         trashed = locate(source)
         batch.done(entry, trashed.file if trashed else None, trashed.info if trashed else None)
+    elif batch.kind == "move" and entry.target and not os.path.lexists(entry.target):
+        # Neither here nor there: the user moved or deleted it since; not ours to undo.
+        batch.failed(entry, "gone from its place, but not to the destination")
     else:
         batch.done(entry, entry.target)
     return True

@@ -2,10 +2,18 @@
 
 from photon_index.embed.encoder import (
     DEVICES,
+    Encoders,
     ImageEncoder,
     TextEncoder,
     normalize,
     text_image_probability,
 )
 
-__all__ = ["DEVICES", "ImageEncoder", "TextEncoder", "normalize", "text_image_probability"]
+__all__ = [
+    "DEVICES",
+    "Encoders",
+    "ImageEncoder",
+    "TextEncoder",
+    "normalize",
+    "text_image_probability",
+]

@@ -3,6 +3,7 @@ one shared space, and the model's own scoring of a text against a picture."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -115,6 +116,33 @@ class TextEncoder(_Tower):
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """[N, D] float32, unit length."""
         return self.run(self.tokenize(texts))
+
+
+class Encoders:
+    """One model's two towers, each built on first use and then kept, so a long-lived
+    Index (the web server) pays an ONNX session's start-up once, not on every query.
+    ONNX Runtime sessions and tokenizers may run from several threads at once; the lock
+    only keeps two threads from building the same tower twice."""
+
+    def __init__(self, model: ModelFiles, *, device: str, threads: int = 0) -> None:
+        self.model = model
+        self.device = device
+        self.threads = threads
+        self._lock = threading.Lock()
+        self._text: TextEncoder | None = None
+        self._image: ImageEncoder | None = None
+
+    def text(self) -> TextEncoder:
+        with self._lock:
+            if self._text is None:
+                self._text = TextEncoder(self.model, device=self.device, threads=self.threads)
+            return self._text
+
+    def image(self) -> ImageEncoder:
+        with self._lock:
+            if self._image is None:
+                self._image = ImageEncoder(self.model, device=self.device, threads=self.threads)
+            return self._image
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:

@@ -1,5 +1,6 @@
 """The multiprocessing embedding stage: worker processes that each load the vision tower
-once and turn batches of paths into decoded, hashed, embedded images.
+once and turn batches of paths into decoded, hashed, embedded images (and, when asked,
+thumbnails, made from the picture decoded for the model).
 
 A picture that hangs or crashes its worker must not stall a 200,000-photo run, so each
 batch has a deadline; a worker past it (or dead) is replaced, and its batch is retried
@@ -7,6 +8,7 @@ one image at a time so only the guilty image becomes a failure."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import pickle
 import queue
@@ -24,10 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from photon_index.decode import ImageInfo, decode, read_bytes
+from photon_index import thumbnails
+from photon_index.decode import Decoded, ImageInfo, decode, read_bytes
 from photon_index.embed.encoder import ImageEncoder
 from photon_index.errors import ModelError, PhotonError
-from photon_index.hashing import phash
+from photon_index.hashing import content_hash, phash
 from photon_index.models import ModelFiles
 
 _POLL_SECONDS = 0.2
@@ -55,6 +58,7 @@ class WorkerConfig:
     device: str
     threads: int
     max_pixels: int
+    thumbnails_of: Path | None = None  # a database folder: fill its thumbnail cache
 
 
 @dataclass
@@ -254,7 +258,8 @@ def _worker_main(config: WorkerConfig, inbox: mp.Queue, outbox: Connection) -> N
         if job is None:
             return
         job_id, paths = job
-        outbox.send(("done", job_id, embed_paths(encoder, paths, config.max_pixels)))
+        done = embed_paths(encoder, paths, config.max_pixels, config.thumbnails_of)
+        outbox.send(("done", job_id, done))
 
 
 def _receive(pipe: Connection) -> tuple | None:
@@ -266,19 +271,39 @@ def _receive(pipe: Connection) -> tuple | None:
 
 
 def embed_paths(
-    encoder: ImageEncoder, paths: list[str], max_pixels: int
+    encoder: ImageEncoder, paths: list[str], max_pixels: int, thumbnails_of: Path | None = None
 ) -> list[Embedded | Failed]:
-    """Decode, hash and embed a batch; a bad file becomes a Failed, never an exception."""
+    """Decode, hash and embed a batch; a bad file becomes a Failed, never an exception.
+    thumbnails_of: a database folder whose thumbnail cache gets each picture's."""
     size = (encoder.preprocess.width, encoder.preprocess.height)
     decoded, results = [], []
     for path in paths:
         try:
-            image = decode(read_bytes(Path(path)), max_pixels=max_pixels, draft=size)
+            data = read_bytes(Path(path))
+            image = decode(data, max_pixels=max_pixels, draft=size)
             decoded.append((path, image, phash(image.image)))
         except PhotonError as e:
             results.append(Failed(path, str(e)))
+            continue
+        if thumbnails_of is not None:
+            _thumbnail(data, image, thumbnails_of)
     if decoded:
         vectors = encoder.encode([d.image for _, d, _ in decoded])
         for (path, d, perceptual), vector in zip(decoded, vectors, strict=True):
             results.append(Embedded(path, d.info, perceptual, vector))
     return results
+
+
+def _thumbnail(data: bytes, image: Decoded, db_path: Path) -> None:
+    """Cache the thumbnail of a picture decoded for the model, keyed by the hash of the
+    very bytes decoded. The model's decode is kept as it is (the embeddings must not
+    depend on --thumbnails), so a picture it reduced below the thumbnail's size (a
+    near-square one, rarely) is left to be made on demand; so is one whose thumbnail
+    cannot be written, as the cache is only a cache."""
+    size = thumbnails.DEFAULT_SIZE
+    full = (image.info.width, image.info.height)
+    target = thumbnails.thumbnail_path(db_path, content_hash(data), size)
+    if target.exists() or not thumbnails.covers(image.image, full, size):
+        return
+    with contextlib.suppress(OSError):
+        thumbnails.save_thumbnail(image.image.copy(), target, size)

@@ -1,7 +1,8 @@
 """One indexing run: walk the roots, skip the unchanged, hash the rest, let the planner
 decide what each needs, embed in worker processes, commit through the writer, and prune
 files that disappeared. Memory stays flat: files stream from the walk, at most a few
-batches are in flight, and rows are written as they come."""
+batches are in flight, and rows are written as they come. The counts are published as
+they grow (progress.py)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from photon_index.embed.workers import EmbedPool, WorkerConfig
 from photon_index.errors import PhotonError, UsageError
 from photon_index.hashing import file_hash
 from photon_index.ingest.planner import Outcome, Planner
+from photon_index.ingest.progress import Failure, ProgressFile
 from photon_index.ingest.writer import Writer
 from photon_index.models import ModelFiles
 from photon_index.store.table import ImageTable
@@ -31,12 +33,6 @@ class Interrupted(PhotonError):
     """The user stopped the run (Ctrl-C); what was committed is kept."""
 
     exit_code = 130
-
-
-@dataclass(frozen=True)
-class Failure:
-    path: str
-    error: str
 
 
 @dataclass
@@ -81,7 +77,11 @@ class Ingest:
         *,
         progress: bool,
         forget_missing: bool = False,
+        thumbnails: bool = False,
+        publish: ProgressFile | None = None,
     ) -> None:
+        """progress: show a progress bar; thumbnails: cache the thumbnail of every
+        picture the model sees; publish: where the counts go as they grow."""
         self.table = table
         self.model = model
         self.settings = settings.index
@@ -89,6 +89,8 @@ class Ingest:
         self.threads = settings.model.threads
         self.progress = progress
         self.forget_missing = forget_missing
+        self.thumbnails = thumbnails
+        self.publish = publish
         self.report = IndexReport()
         self.planner = Planner(table, model.name)
         self.writer = Writer(table, self.planner.indexed_paths, self.settings.commit_interval)
@@ -99,6 +101,8 @@ class Ingest:
     def run(self, roots: Sequence[Path]) -> IndexReport:
         """Index the files under roots (which check_roots found present)."""
         started = time.monotonic()
+        if self.publish is not None:
+            self.publish.update(self.report, now=True)
         walk = _Walked()
         total = self._count(roots) if self.progress else None
         self._bar = tqdm(total=total, unit="img", disable=not self.progress, dynamic_ncols=True)
@@ -199,7 +203,13 @@ class Ingest:
         if self._pool is None:
             workers = self.settings.workers or os.cpu_count() or 1
             threads = self.threads or max(1, (os.cpu_count() or 1) // workers)
-            config = WorkerConfig(self.model, self.device, threads, self.settings.max_pixels)
+            config = WorkerConfig(
+                self.model,
+                self.device,
+                threads,
+                self.settings.max_pixels,
+                thumbnails_of=self.table.db_path if self.thumbnails else None,
+            )
             self._pool = EmbedPool(config, workers=workers, timeout=self.settings.image_timeout)
             self.report.device = self._pool.device
         return self._pool
@@ -215,13 +225,16 @@ class Ingest:
                 self._apply(self.planner.embedded(result), embedded=True)
         if self.writer.due:
             self._commit()
+        if self.publish is not None:
+            self.publish.update(self.report)
 
     def _kept(self) -> str:
-        # Counted, not tallied: a Ctrl-C between a commit's append and its upsert leaves
-        # the appended rows in the table.
+        # Counted, not tallied, at the latest version: a Ctrl-C may land after a write
+        # and before the bookkeeping that follows it.
         try:
+            self.table.dataset.checkout_latest()
             return f"{self.table.count():,}"
-        except PhotonError:
+        except (PhotonError, OSError):
             return "every committed"
 
     def _commit(self) -> None:
@@ -242,10 +255,14 @@ class Ingest:
                     scopes.remove(str(root))
                     self.report.warnings.append(_kept(root, indexed[root], "has no pictures now"))
         keep = tuple(u.rstrip(os.sep) + os.sep for u in walk.unreadable)
+        # A file seen by the walk may have gone since (deleted during the run), or have
+        # changed and failed: its row describes bytes that are no longer there.
+        failed = {f.path for f in self.report.failures}
         gone = [
             p
             for p in self.table.paths()
-            if p not in walk.seen and any(_under(p, s) for s in scopes) and not p.startswith(keep)
+            if (p in walk.seen and (p in failed or _vanished(p)))
+            or (p not in walk.seen and any(_under(p, s) for s in scopes) and not p.startswith(keep))
         ]
         self.table.delete_paths(gone)
         self.report.removed = len(gone)
@@ -282,6 +299,16 @@ def _kept(root: Path, rows: int, why: str) -> str:
         f"{display(root)} {why}: its {rows} indexed pictures are kept (an unmounted drive?); "
         "to remove them from the index, run again with --forget-missing"
     )
+
+
+def _vanished(path: str) -> bool:
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False  # unreadable is not gone
+    return False
 
 
 def _under(path: str, scope: str) -> bool:

@@ -3,7 +3,8 @@ photon_index.actions moves, trashes or deletes them.
 
 1. exact: the same bytes (content hash);
 2. near: perceptual hashes at most `phash_distance` bits apart (resized, re-encoded,
-   slightly cropped or brightened copies);
+   slightly cropped or brightened copies) and embeddings with cosine at least
+   `near_cosine`: the pHash sees only grey, so a recoloured picture is not a copy;
 3. similar (optional): embeddings with cosine at least `similar_cosine` (the same scene,
    not a copy).
 
@@ -15,10 +16,13 @@ Acting on every group, strictest first, leaves exactly one file of each cluster.
 
 Two paths of one file (a hard link, or a file seen through a symlinked folder) are one
 picture, never a duplicate pair: the second path is an alias, reported with its group
-and never a duplicate. Every duplicate is within the tier's threshold of the keeper
-itself: pairs are linked into clusters (union-find), but a member that is close only to
-another member, not to the keeper, is left out of the group (listed as `beyond`) and
-clustered again with the other left-out members.
+and never a duplicate. A real file is always kept before a symbolic link to a file,
+which keeps nothing once its target goes (and its target may lie outside the library).
+
+Every duplicate is within the tier's threshold of the keeper itself: pairs are linked
+into clusters (union-find), but a member that is close only to another member, not to
+the keeper, is left out of the group (listed as `beyond`) and clustered again with the
+other left-out members.
 
 No tier compares all pairs: exact groups come from sorting content hashes, near pairs
 from multi-index hashing (`hamming_pairs`), similar pairs from a blocked matrix product
@@ -29,9 +33,9 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
 from itertools import combinations, pairwise
 
 import numpy as np
@@ -50,6 +54,10 @@ _SORT_COST_16 = 3
 _SORT_COST = 10
 # Similarities computed per block of the matrix product: 2^25 float32 = 128 MiB.
 _BLOCK_FLOATS = 1 << 25
+# Near pairs whose embeddings are read at once: at 768-d, at most 24 MiB of vectors.
+_PAIRS_PER_READ = 4096
+CHOSEN = "chosen by you"  # the reason of a keeper the user picked
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -66,20 +74,41 @@ class DuplicateGroup:
     # left alone here (they may form a group of their own).
     beyond: list[str] = field(default_factory=list)
 
+    def with_keeper(self, path: str) -> DuplicateGroup:
+        """The group with the user's pick as its keeper (the suggested one becomes a
+        duplicate). distance stays what it was measured from the suggested keeper."""
+        members = [self.keep, *self.duplicates]
+        if path not in members:
+            raise UsageError(
+                f"{path} is not in this group: pick its keeper or one of its duplicates"
+            )
+        others = sorted(p for p in members if p != path)
+        return replace(self, keep=path, reason=CHOSEN, duplicates=others)
+
 
 @dataclass(frozen=True)
 class _Images:
     """The columns dedupe reads, one array each, in the table's row order."""
 
     paths: list[str]
+    row_ids: np.ndarray  # for reading a few rows' embeddings (take_rows)
     content_hash: np.ndarray
     phash: np.ndarray  # uint64
     width: np.ndarray
     height: np.ndarray
     file_size: np.ndarray
-    age: np.ndarray  # ns since the epoch: taken_at, else mtime
+    # µs since the epoch: taken_at, else mtime. Not ns, which overflow past 2262 (a
+    # camera's clock can say anything).
+    age: np.ndarray
     taken: np.ndarray  # bool: age is taken_at
     rank: np.ndarray  # place in keeper order: 0 is the best keeper of the whole table
+    # id -> whether its path is a symbolic link, read only for rows that share a group
+    links: dict[int, bool] = field(default_factory=dict)
+
+    def is_link(self, i: int) -> bool:
+        if i not in self.links:
+            self.links[i] = os.path.islink(self.paths[i])
+        return self.links[i]
 
 
 # ids of a cluster -> a label per id, equal for linked ids
@@ -91,28 +120,39 @@ _Spread = Callable[[np.ndarray], float]
 
 
 def find_duplicates(
-    table: ImageTable, *, phash_distance: int, similar_cosine: float | None
+    table: ImageTable,
+    *,
+    phash_distance: int,
+    near_cosine: float,
+    similar_cosine: float | None,
+    dismissed: Sequence[frozenset[str]] = (),
 ) -> list[DuplicateGroup]:
     """Groups of duplicates, exact then near then similar (None: no similar tier), each
-    tier's in keeper path order."""
+    tier's in keeper path order. Near copies are within phash_distance bits and
+    near_cosine of their keeper. A group whose content hashes all lie in one dismissed
+    set is left out, and its pictures stay apart for the looser tiers (where such a
+    group is left out again)."""
     if not 0 <= phash_distance <= MAX_PHASH_DISTANCE:
         raise UsageError(
             f"the pHash distance must be 0 to {MAX_PHASH_DISTANCE} bits, not {phash_distance}"
         )
-    if similar_cosine is not None and not -1 <= similar_cosine <= 1:
-        raise UsageError(f"the cosine must be between -1 and 1, not {similar_cosine}")
+    for cosine in (near_cosine, similar_cosine):
+        if cosine is not None and not -1 <= cosine <= 1:
+            raise UsageError(f"the cosine must be between -1 and 1, not {cosine}")
     images = _read(table)
     _, labels = np.unique(images.content_hash, return_inverse=True)
     labels = labels.reshape(-1)
-    alias_of = _aliases(_clusters(np.arange(len(images.paths)), labels, images.rank), images)
+    alias_of = _aliases(_clusters(np.arange(len(images.paths)), labels, images), images)
     ids = np.setdiff1d(np.arange(len(images.paths)), np.fromiter(alias_of, np.int64))
     aliases: dict[int, list[str]] = {}
     for alias, of in alias_of.items():
         aliases.setdefault(of, []).append(images.paths[alias])
 
+    kept = _not_dismissed(images, dismissed)
+
     def tier(name: str, label: _Labeller, close: _Closeness, spread: _Spread) -> None:
         nonlocal ids
-        found = _complete(ids, label, close, images.rank)
+        found = [(m, b) for m, b in _complete(ids, label, close, images) if kept(m)]
         groups.extend(_group(name, m, b, images, spread(m), aliases) for m, b in found)
         ids = _without_duplicates(ids, [m for m, _ in found])
 
@@ -122,7 +162,10 @@ def find_duplicates(
     tier(
         "near",
         lambda i: _near_labels(phash[i], phash_distance),
-        lambda k, m: np.bitwise_count(phash[k] ^ phash[m]) <= phash_distance,
+        lambda k, m: (
+            (np.bitwise_count(phash[k] ^ phash[m]) <= phash_distance)
+            & (_cosines(table, images.row_ids, k, m) >= near_cosine)
+        ),
         lambda m: _hamming_spread(phash, m),
     )
     if similar_cosine is not None:
@@ -136,12 +179,29 @@ def find_duplicates(
     return sorted(groups, key=lambda g: (TIERS.index(g.tier), g.keep))
 
 
+def _not_dismissed(
+    images: _Images, dismissed: Sequence[frozenset[str]]
+) -> Callable[[np.ndarray], bool]:
+    """Whether a group (member ids) is not within any one dismissed set of hashes."""
+    sets_with: dict[str, list[frozenset[str]]] = {}
+    for hashes in dismissed:
+        for h in hashes:
+            sets_with.setdefault(h, []).append(hashes)
+
+    def kept(members: np.ndarray) -> bool:
+        hashes = set(images.content_hash[members].tolist())
+        candidates = sets_with.get(next(iter(hashes)), [])
+        return not any(hashes <= candidate for candidate in candidates)
+
+    return kept
+
+
 def _always(keepers: np.ndarray, members: np.ndarray) -> np.ndarray:
     return np.ones(len(members), dtype=bool)
 
 
 def _complete(
-    ids: np.ndarray, label: _Labeller, close: _Closeness, rank: np.ndarray
+    ids: np.ndarray, label: _Labeller, close: _Closeness, images: _Images
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Groups of ids as (members, keeper first; left beyond the keeper's threshold).
 
@@ -151,7 +211,7 @@ def _complete(
     found: list[tuple[np.ndarray, np.ndarray]] = []
     pending = ids
     while pending.size > 1:
-        clusters = _clusters(pending, label(pending), rank)
+        clusters = _clusters(pending, label(pending), images)
         if not clusters:
             break
         sizes = [len(c) for c in clusters]
@@ -234,11 +294,11 @@ def cosine_pairs(vectors: np.ndarray, min_cosine: float) -> np.ndarray:
 
 def _read(table: ImageTable) -> _Images:
     names = ["path", "content_hash", "phash", "width", "height", "file_size", "mtime_ns"]
-    data = table.columns([*names, "taken_at"])
+    data = table.with_row_ids([*names, "taken_at"])
     phash = _fixed_size_values(data.column("phash")).reshape(-1, 8)
-    taken_at = data.column("taken_at").to_numpy().astype("datetime64[ns]")
+    taken_at = data.column("taken_at").to_numpy().astype("datetime64[us]")
     taken = ~np.isnat(taken_at)
-    age = np.where(taken, taken_at.view(np.int64), data.column("mtime_ns").to_numpy())
+    age = np.where(taken, taken_at.view(np.int64), data.column("mtime_ns").to_numpy() // 1000)
     width, height = data.column("width").to_numpy(), data.column("height").to_numpy()
     file_size = data.column("file_size").to_numpy()
     paths = data.column("path").to_pylist()
@@ -253,6 +313,7 @@ def _read(table: ImageTable) -> _Images:
     rank[order] = np.arange(len(order))
     return _Images(
         paths=paths,
+        row_ids=data.column("_rowid").to_numpy(),
         content_hash=data.column("content_hash").to_numpy(zero_copy_only=False).astype(str),
         phash=np.ascontiguousarray(phash).view(">u8").reshape(-1).astype(np.uint64),
         width=width,
@@ -269,18 +330,42 @@ def _embeddings(table: ImageTable) -> np.ndarray:
     return _fixed_size_values(column).reshape(-1, table.dim)
 
 
+def _cosines(table: ImageTable, row_ids: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The cosine of each pair of ids (a[i], b[i]). Only their rows' embeddings are read,
+    a block of pairs at a time: the near tier compares a fraction of the pictures, and
+    the whole column is GBs at 1M rows."""
+    cosines = np.empty(len(a), dtype=np.float32)
+    for start in range(0, len(a), _PAIRS_PER_READ):
+        block = slice(start, start + _PAIRS_PER_READ)
+        ids, where = np.unique(np.concatenate([a[block], b[block]]), return_inverse=True)
+        column = table.take_rows(row_ids[ids].tolist(), ["embedding"]).column("embedding")
+        vectors = _fixed_size_values(column).reshape(-1, table.dim)
+        first, second = np.split(where.reshape(-1), 2)
+        cosines[block] = np.einsum("ij,ij->i", vectors[first], vectors[second])
+    return cosines
+
+
 def _fixed_size_values(column: pa.ChunkedArray) -> np.ndarray:
     return column.combine_chunks().flatten().to_numpy()
 
 
-def _clusters(ids: np.ndarray, labels: np.ndarray, rank: np.ndarray) -> list[np.ndarray]:
+def _clusters(ids: np.ndarray, labels: np.ndarray, images: _Images) -> list[np.ndarray]:
     """ids sharing a label, two or more, each best keeper first."""
-    order = np.lexsort((rank[ids], labels))
+    order = np.lexsort((images.rank[ids], labels))
     ids, labels = ids[order], labels[order]
     starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
     ends = np.r_[starts[1:], len(ids)]
     shared = ends - starts > 1
-    return [ids[s:e] for s, e in zip(starts[shared], ends[shared], strict=True)]
+    spans = zip(starts[shared], ends[shared], strict=True)
+    return [_real_first(ids[s:e], images) for s, e in spans]
+
+
+def _real_first(cluster: np.ndarray, images: _Images) -> np.ndarray:
+    """The cluster, in keeper order, with its real files before its symbolic links: a
+    link kept for a real file that goes would keep nothing of the library. Only here,
+    not in rank: a link is looked up on disk only for a file that has copies."""
+    links = np.array([images.is_link(i) for i in cluster.tolist()])
+    return cluster[np.argsort(links, kind="stable")]
 
 
 def _without_duplicates(ids: np.ndarray, clusters: list[np.ndarray]) -> np.ndarray:
@@ -385,10 +470,11 @@ def _group(
     aliases: dict[int, list[str]],
 ) -> DuplicateGroup:
     keep, *others = members.tolist()
+    runner_up = min(others, key=lambda i: (images.is_link(i), images.rank[i]))
     return DuplicateGroup(
         tier=tier,
         keep=images.paths[keep],
-        reason=_reason(images, keep, min(others, key=lambda i: images.rank[i])),
+        reason=_reason(images, keep, runner_up),
         duplicates=sorted(images.paths[i] for i in others),
         distance=distance,
         aliases=sorted(a for i in members.tolist() for a in aliases.get(i, [])),
@@ -398,13 +484,15 @@ def _group(
 
 def _reason(images: _Images, keep: int, runner_up: int) -> str:
     """What made the keeper win over the next best file of its group."""
+    if images.is_link(runner_up) and not images.is_link(keep):
+        return "the real file (the others are symbolic links)"
     w, h = int(images.width[keep]), int(images.height[keep])
     if w * h != int(images.width[runner_up]) * int(images.height[runner_up]):
         return f"largest picture ({w}×{h})"  # noqa: RUF001
     if images.file_size[keep] != images.file_size[runner_up]:
         return f"largest file ({_size(int(images.file_size[keep]))})"
     if images.age[keep] != images.age[runner_up]:
-        when = datetime.fromtimestamp(int(images.age[keep]) / 1e9, timezone.utc)
+        when = _EPOCH + timedelta(microseconds=int(images.age[keep]))
         what = "taken" if images.taken[keep] else "modified"
         return f"oldest ({what} {when:%Y-%m-%d %H:%M})"
     return "first by path (otherwise identical)"

@@ -3,6 +3,7 @@ matched against the index, optionally restricted by folder, date or an SQL filte
 
 Query syntax (as in rclip): a term is a text or the path of a picture; `--add TERM` and
 `--sub TERM` add or subtract more terms; `WEIGHT:TERM` scales one (e.g. `--add 2:stripes`).
+The library API also takes pictures as bytes (an upload), and a ready-made vector.
 """
 
 from __future__ import annotations
@@ -11,18 +12,26 @@ import os
 import re
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, datetime
+from operator import attrgetter
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
 
 from photon_index.config import MAX_RESULTS, Settings
 from photon_index.errors import ImageError, UsageError
-from photon_index.models import ModelFiles
+from photon_index.store.schema import arrow_to_pandas, image_id
 from photon_index.store.table import ImageTable, Nearest, sql_quote
 
-_WEIGHT = re.compile(r"^([+-]?\d+(?:\.\d+)?):(.+)$", re.DOTALL)
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from photon_index.embed.encoder import Encoders
+
+_WEIGHT = re.compile(r"^([+-]?\d+(?:\.\d+)?):(.*)$", re.DOTALL)
 # The days the date filters can name exactly: mtime_ns is int64 nanoseconds, and Lance
 # casts a TIMESTAMP literal to nanoseconds too, so both hold 1677-09-21 to 2262-04-11.
 # A bound outside them is moved onto them (a filter from year 1 keeps everything).
@@ -35,8 +44,24 @@ SCORE_COSINE = "cosine"  # cosine similarity, for picture and combined queries
 @dataclass(frozen=True)
 class Term:
     kind: str  # "text" or "image"
-    value: str
+    value: str  # the text, the picture's path, or a name for uploaded bytes
     weight: float
+    data: bytes | None = None  # an uploaded picture's bytes
+
+
+# A hit as to_arrow() writes it, in the order of Hit's fields.
+HIT_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string()),
+        pa.field("rank", pa.int32()),
+        pa.field("path", pa.string()),
+        pa.field("score", pa.float64()),
+        pa.field("distance", pa.float64()),
+        pa.field("taken_at", pa.timestamp("us")),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +70,15 @@ class Filters:
     after: date | None = None
     before: date | None = None
     where: str | None = None
+    camera: str | None = None  # exactly as the camera column holds it
+    min_score: float | None = None  # hits scoring below it are left out
+
+    def __post_init__(self) -> None:
+        if self.after is not None and self.before is not None and self.after >= self.before:
+            raise UsageError(
+                f"--after {self.after} is not before --before {self.before} (which is "
+                "exclusive): no picture can match; swap or widen the dates"
+            )
 
     def sql(self) -> str | None:
         """The filter as LanceDB SQL; dates are EXIF DateTimeOriginal, else file mtime."""
@@ -56,6 +90,8 @@ class Filters:
             parts.append(_date_clause(">=", min(self.after, LAST_DAY)))
         if self.before is not None and self.before < LAST_DAY:
             parts.append(_date_clause("<", max(self.before, FIRST_DAY)))
+        if self.camera is not None:
+            parts.append(f"camera = {sql_quote(self.camera)}")
         if self.where:
             parts.append(f"({checked_where(self.where)})")
         return " AND ".join(parts) or None
@@ -63,6 +99,7 @@ class Filters:
 
 @dataclass(frozen=True)
 class Hit:
+    id: str  # schema.image_id of the path
     rank: int
     path: str
     score: float
@@ -77,21 +114,60 @@ class SearchResults:
     score: str  # SCORE_PROBABILITY or SCORE_COSINE
     hits: list[Hit]
 
+    def to_dict(self) -> dict[str, Any]:
+        """For JSON: dates as ISO 8601 text."""
+        hits = [{**asdict(h), "taken_at": _iso(h.taken_at)} for h in self.hits]
+        return {"score_kind": self.score, "hits": hits}
 
-def parse_terms(query: str | None, add: Sequence[str] = (), sub: Sequence[str] = ()) -> list[Term]:
+    def to_arrow(self) -> pa.Table:
+        """One row per hit; the schema's metadata holds score_kind."""
+        rows = [asdict(h) for h in self.hits]
+        schema = HIT_SCHEMA.with_metadata({"score_kind": self.score})
+        return pa.Table.from_pylist(rows, schema=schema)
+
+    def to_pandas(self) -> pd.DataFrame:
+        return arrow_to_pandas(self.to_arrow())
+
+    def by_date(self) -> SearchResults:
+        """The same hits, newest first by EXIF date; those without one last, by rank.
+        Each keeps its rank by relevance."""
+        taken = attrgetter("taken_at")
+        dated = sorted((h for h in self.hits if h.taken_at), key=taken, reverse=True)
+        return SearchResults(self.score, dated + [h for h in self.hits if not h.taken_at])
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def parse_terms(
+    query: str | None,
+    add: Sequence[str] = (),
+    sub: Sequence[str] = (),
+    pictures: Sequence[bytes] = (),
+    *,
+    files: bool = True,
+) -> list[Term]:
+    """The terms of a query; pictures are uploaded pictures' bytes, each weighing 1;
+    files: whether a term that names a file is that picture."""
     raw = [(t, 1.0) for t in ([query] if query else [])]
     raw += [(t, 1.0) for t in add] + [(t, -1.0) for t in sub]
-    if not raw:
+    terms = [_term(text, sign, files) for text, sign in raw]
+    terms += [
+        Term("image", f"uploaded picture {i}", 1.0, bytes(data))
+        for i, data in enumerate(pictures, 1)
+    ]
+    if not terms:
         raise UsageError("nothing to search for: give a text, an image path, or --add TERM")
-    return [_term(text, sign) for text, sign in raw]
+    return terms
 
 
-def _term(text: str, sign: float) -> Term:
+def _term(text: str, sign: float, files: bool) -> Term:
     weight, value = 1.0, text
     match = _WEIGHT.match(text)
-    if match and not _is_file(Path(text)):
+    if match and not (files and _is_file(Path(text))):
         weight, value = float(match.group(1)), match.group(2)
-    kind = "image" if _is_file(Path(value).expanduser()) else "text"
+    kind = "image" if files and _is_file(Path(value).expanduser()) else "text"
     if kind == "text" and not value.strip():
         raise UsageError("an empty text can't be searched for")
     return Term(kind, value, sign * weight)
@@ -152,79 +228,114 @@ def _escape(ch: str) -> str:
 
 
 class Searcher:
-    """Loads each tower only when a query needs it, so a text search never reads the
-    vision model and a search by an already indexed picture loads neither."""
+    """Searches one table. Each tower is built only when a query needs it, so a text
+    search never loads the vision model and a search by an indexed picture loads neither;
+    the Encoders keep them for the next search."""
 
-    def __init__(self, table: ImageTable, model: ModelFiles, settings: Settings) -> None:
+    def __init__(self, table: ImageTable, encoders: Encoders, settings: Settings) -> None:
         self.table = table
-        self.model = model
+        self.encoders = encoders
+        self.model = encoders.model
         self.settings = settings
 
     def search(self, terms: list[Term], filters: Filters, limit: int) -> SearchResults:
-        if not 1 <= limit <= MAX_RESULTS:
-            raise UsageError(f"the number of results must be 1 to {MAX_RESULTS:,}, not {limit}")
-        where = filters.sql()  # before the model loads: a bad filter fails fast
-        vector = self.query_vector(terms)
+        _check_limit(limit)
+        filters.sql()  # before the model loads: a bad filter fails fast
+        return self.nearest(self.query_vector(terms), _score_kind(terms), filters, limit)
+
+    def by_vector(
+        self, vector: np.ndarray, filters: Filters, limit: int, *, exclude: str | None = None
+    ) -> SearchResults:
+        """The pictures nearest to vector (any length: it is normalised), by cosine;
+        exclude: a path left out of the results (the picture a "more like this" is of)."""
+        _check_limit(limit)
+        vector = np.asarray(vector, dtype=np.float32)
+        if vector.shape != (self.table.dim,):
+            raise UsageError(
+                f"the vector has shape {vector.shape}; "
+                f"this index's embeddings have {self.table.dim} dimensions"
+            )
+        norm = float(np.linalg.norm(vector))
+        if not np.isfinite(norm) or norm < 1e-6:
+            raise UsageError("the vector must be finite and not zero")
+        return self.nearest(vector / norm, SCORE_COSINE, filters, limit, exclude=exclude)
+
+    def nearest(
+        self,
+        vector: np.ndarray,
+        kind: str,
+        filters: Filters,
+        limit: int,
+        *,
+        exclude: str | None = None,
+    ) -> SearchResults:
+        """The best limit hits for a unit query vector, scored as kind."""
         search = self.settings.search
         how = Nearest(search.nprobes, search.refine_factor, search.filtered_exact_rows)
         columns = ["path", "taken_at", "width", "height"]
-        rows = self.table.nearest(vector, limit, how, columns, where).to_pylist()
-        kind = _score_kind(terms)
-        hits = [
-            Hit(
-                rank=i + 1,
-                path=row["path"],
-                score=self._score(1.0 - row["_distance"], kind),
-                distance=float(row["_distance"]),
-                taken_at=row["taken_at"],
-                width=row["width"],
-                height=row["height"],
+        # One more, for the excluded path to take the place of.
+        asked = limit + (exclude is not None)
+        rows = self.table.nearest(vector, asked, how, columns, filters.sql()).to_pylist()
+        rows = [row for row in rows if row["path"] != exclude][:limit]
+        hits = []
+        for row in rows:
+            score = self._score(1.0 - row["_distance"], kind)
+            if filters.min_score is not None and score < filters.min_score:
+                break  # rows come best first
+            hits.append(
+                Hit(
+                    id=image_id(row["path"]),
+                    rank=len(hits) + 1,
+                    path=row["path"],
+                    score=score,
+                    distance=float(row["_distance"]),
+                    taken_at=row["taken_at"],
+                    width=row["width"],
+                    height=row["height"],
+                )
             )
-            for i, row in enumerate(rows)
-        ]
         return SearchResults(kind, hits)
 
     def query_vector(self, terms: list[Term]) -> np.ndarray:
         total = np.zeros(self.table.dim, dtype=np.float32)
         texts = [t for t in terms if t.kind == "text"]
         if texts:
-            from photon_index.embed import TextEncoder
-
-            encoder = TextEncoder(self.model, device=self.settings.model.device, threads=0)
-            for term, vector in zip(texts, encoder.encode([t.value for t in texts]), strict=True):
+            encoded = self.encoders.text().encode([t.value for t in texts])
+            for term, vector in zip(texts, encoded, strict=True):
                 total += term.weight * vector
         for term in terms:
             if term.kind == "image":
-                total += term.weight * self.image_vector(Path(term.value).expanduser())
+                total += term.weight * self.image_vector(term)
         norm = float(np.linalg.norm(total))
         if norm < 1e-6:
             raise UsageError("the query terms cancel each other out: change their weights")
         return total / norm
 
-    def image_vector(self, path: Path) -> np.ndarray:
+    def image_vector(self, term: Term) -> np.ndarray:
         """The stored embedding when the picture is indexed, else the vision tower's."""
         from photon_index.decode import read_bytes
         from photon_index.hashing import content_hash
 
-        try:
-            data = read_bytes(path)
-        except ImageError as e:
-            raise ImageError(f"{path}: {e}") from e
+        data = term.data
+        if data is None:
+            try:
+                data = read_bytes(Path(term.value).expanduser())
+            except ImageError as e:
+                raise ImageError(f"{term.value}: {e}") from e
         stored = self.table.rows_by_hash([content_hash(data)])
         if stored:
             return next(iter(stored.values())).embedding
-        return self._embed_picture(data, path)
+        return self._embed_picture(data, term.value)
 
-    def _embed_picture(self, data: bytes, path: Path) -> np.ndarray:
+    def _embed_picture(self, data: bytes, name: str) -> np.ndarray:
         from photon_index.decode import decode
-        from photon_index.embed import ImageEncoder
 
-        encoder = ImageEncoder(self.model, device=self.settings.model.device, threads=0)
+        encoder = self.encoders.image()
         size = (encoder.preprocess.width, encoder.preprocess.height)
         try:
             picture = decode(data, max_pixels=self.settings.index.max_pixels, draft=size)
         except ImageError as e:
-            raise ImageError(f"{path}: {e}") from e
+            raise ImageError(f"{name}: {e}") from e
         return encoder.encode([picture.image])[0]
 
     def _score(self, cosine: float, kind: str) -> float:
@@ -233,6 +344,11 @@ class Searcher:
         from photon_index.embed import text_image_probability
 
         return round(float(text_image_probability(np.float64(cosine), self.model)), 6)
+
+
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_RESULTS:
+        raise UsageError(f"the number of results must be 1 to {MAX_RESULTS:,}, not {limit}")
 
 
 def _score_kind(terms: list[Term]) -> str:

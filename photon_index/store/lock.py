@@ -39,3 +39,19 @@ def write_lock(db_path: Path) -> Iterator[None]:
                     "wait for it to finish, or use --db for another index"
                 ) from None
         yield
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock on path for a short read-modify-write of a small file in the
+    database folder (dismissed.json); waits for another holder instead of failing, and
+    is separate from the writer lock, which an index run holds for hours."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")  # noqa: SIM115 (held for the whole block)
+    except OSError as e:
+        raise DatabaseError(f"cannot write to the database at {path.parent}: {e}") from e
+    with handle:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield

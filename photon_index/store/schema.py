@@ -3,11 +3,16 @@ pipeline writes. Everything that reads or writes the table goes through here."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TABLE_NAME = "images"
 MODEL_KEY = b"photon.model"  # registry name of the model the embeddings come from
@@ -32,6 +37,66 @@ class ImageRow:
     model: str
     embedding: np.ndarray
     indexed_at: datetime
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One indexed picture as the library API shows it: its row without the hashes and
+    embedding the queries use, and with its id."""
+
+    id: str
+    path: str
+    content_hash: str
+    file_size: int
+    mtime: datetime  # UTC
+    width: int
+    height: int
+    format: str
+    taken_at: datetime | None  # naive local time, as cameras record it
+    camera: str | None
+    latitude: float | None
+    longitude: float | None
+    indexed_at: datetime
+
+
+# The columns an ImageRecord is made from.
+RECORD_COLUMNS = [
+    "path",
+    "content_hash",
+    "file_size",
+    "mtime_ns",
+    "width",
+    "height",
+    "format",
+    "taken_at",
+    "camera",
+    "latitude",
+    "longitude",
+    "indexed_at",
+]
+
+
+def image_id(path: str) -> str:
+    """A picture's id: the first 16 hex digits of the SHA-256 of its path. Stable across
+    runs and opaque, so a URL can carry it without exposing or escaping the path; a name
+    that is not valid UTF-8 is hashed by the bytes the file system gave."""
+    return hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def record_from_row(row: dict[str, Any]) -> ImageRecord:
+    """An ImageRecord from a dict of RECORD_COLUMNS."""
+    values = {name: row[name] for name in RECORD_COLUMNS if name != "mtime_ns"}
+    mtime = datetime.fromtimestamp(row["mtime_ns"] / 1e9, timezone.utc)
+    return ImageRecord(id=image_id(row["path"]), mtime=mtime, **values)
+
+
+def arrow_to_pandas(table: pa.Table) -> pd.DataFrame:
+    """table as a pandas DataFrame; pandas is not a dependency of photon."""
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        raise ImportError("to_pandas() needs pandas: pip install pandas") from None
+    return table.to_pandas()
 
 
 def image_schema(dim: int, model: str, model_ref: str) -> pa.Schema:

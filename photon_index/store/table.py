@@ -78,6 +78,8 @@ class ImageTable:
         folder that exists but cannot be opened is damaged, never "no index yet": that
         would let the next run create a new table over the user's index."""
         uri = _uri(db_path)
+        if db_path.exists() and not db_path.is_dir():
+            raise DatabaseError(f"--db {db_path} is a file, not an index folder: choose a folder")
         if not uri.is_dir():
             return None
         try:
@@ -143,6 +145,16 @@ class ImageTable:
     def columns(self, names: list[str], where: str | None = None) -> pa.Table:
         with self._reading():
             return self.dataset.to_table(columns=names, filter=where)
+
+    def with_row_ids(self, names: list[str]) -> pa.Table:
+        """The columns and each row's id (column `_rowid`), valid for this version."""
+        with self._reading():
+            return self.dataset.to_table(columns=names, with_row_id=True)
+
+    def take_rows(self, row_ids: list[int], names: list[str]) -> pa.Table:
+        """The rows with these ids (from with_row_ids of this version), in their order."""
+        with self._reading():
+            return self.dataset._take_rows(row_ids, columns=names)
 
     def check(self) -> None:
         """Raise DatabaseError if the files of the current version are missing or
@@ -298,6 +310,15 @@ class ImageTable:
             where = f"content_hash IN ({_sql_list(chunk)})"
             for row in arrow_to_rows(self.columns([f.name for f in self.schema], where)):
                 found.setdefault(row.content_hash, row)
+        return found
+
+    def hashes_of(self, paths: Iterable[str]) -> dict[str, str]:
+        """path -> content hash, for the paths that are in the table."""
+        found: dict[str, str] = {}
+        for chunk in _chunks(sorted(set(paths))):
+            where = f"path IN ({_sql_list(chunk)})"
+            data = self.columns(["path", "content_hash"], where).to_pydict()
+            found.update(zip(data["path"], data["content_hash"], strict=True))
         return found
 
     def add(self, rows: list[ImageRow]) -> None:

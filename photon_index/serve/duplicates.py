@@ -1,0 +1,138 @@
+"""Duplicate groups as the web app shows them and acts on them. A group is named by a
+key that holds across page loads (its tier and suggested keeper), and a person may
+pick another keeper; an action is always on groups the index finds now, so a stale
+page or a made-up request can never move a picture that is not a duplicate."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from photon_index.errors import UsageError
+from photon_index.store.schema import image_id
+
+if TYPE_CHECKING:
+    from photon_index.index import Index
+    from photon_index.query.dedupe import DuplicateGroup
+
+ACTIONS = ("move", "trash", "dismiss", "undo")
+
+
+def group_key(group: DuplicateGroup) -> str:
+    return f"{group.tier}-{image_id(group.keep)}"
+
+
+@dataclass(frozen=True)
+class Member:
+    id: str
+    path: str
+    record: Any  # the index's ImageRecord; None when the picture left the index since
+    keeper: bool
+
+
+@dataclass(frozen=True)
+class GroupView:
+    key: str
+    group: DuplicateGroup
+    members: list[Member]  # the suggested keeper first
+
+
+def views(index: Index, groups: Sequence[DuplicateGroup]) -> list[GroupView]:
+    shown = []
+    for group in groups:
+        paths = [group.keep, *group.duplicates]
+        members = [Member(image_id(p), p, index.image(image_id(p)), p == group.keep) for p in paths]
+        shown.append(GroupView(group_key(group), group, members))
+    return shown
+
+
+@dataclass(frozen=True)
+class Choice:
+    key: str  # group_key of a group the index finds now
+    keep: str | None = None  # image id of the keeper picked; None: the suggested one
+
+
+def chosen(index: Index, choices: Sequence[Choice], *, similar: bool) -> list[DuplicateGroup]:
+    """The groups the choices name, each with its picked keeper. A key the index does not
+    find now (acted on, dismissed, files changed) is a UsageError: reload and look again."""
+    if not choices:
+        raise UsageError("no duplicate group chosen")
+    found = {group_key(g): g for g in index.dedupe(similar=similar)}
+    groups = []
+    for choice in choices:
+        group = found.get(choice.key)
+        if group is None:
+            raise UsageError(
+                f"the duplicate group {choice.key} is not in the index any more (acted on, "
+                "marked as not duplicates, or its files changed): reload the page"
+            )
+        if choice.keep and choice.keep != image_id(group.keep):
+            members = {image_id(p): p for p in group.duplicates}
+            if choice.keep not in members:
+                raise UsageError(
+                    f"picture {choice.keep} is not one of the duplicate group {choice.key}"
+                )
+            group = group.with_keeper(members[choice.keep])
+        groups.append(group)
+    return groups
+
+
+def act(
+    index: Index,
+    action: str,
+    choices: Sequence[Choice],
+    *,
+    similar: bool = False,
+    destination: str = "",
+) -> Any:
+    """Do action ("move", "trash", "dismiss" or "undo") on the chosen groups; returns the
+    library's report (ActionReport, UndoReport, or the list of dismissed groups)."""
+    if action not in ACTIONS:
+        raise UsageError(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
+    if action == "undo":
+        return index.undo()
+    folder = Path(destination.strip()).expanduser()
+    # The server's working folder means nothing to the person at the browser.
+    if action == "move" and not folder.is_absolute():
+        raise UsageError("say which folder to move the copies to, as a full path")
+    groups = chosen(index, choices, similar=similar)
+    if action == "move":
+        return index.move_duplicates(groups, folder)
+    if action == "trash":
+        # similar: the person chose to see and act on pictures of the same scene.
+        return index.trash_duplicates(groups, similar=similar)
+    for group in groups:
+        index.dismiss_duplicates(group)
+    return groups
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an action did, as the duplicates page tells it."""
+
+    action: str
+    done: list[str]  # a line per file: "from -> to", or the path
+    failed: list[tuple[str, str]]  # (path, why it was left alone)
+    batch: str | None = None  # the journal batch the undo button puts back
+    error: str = ""  # the action was refused as a whole
+    destination: str = ""  # of a move: offered again
+
+    @classmethod
+    def failure(cls, action: str, error: str, destination: str = "") -> Outcome:
+        return cls(action, [], [], error=error, destination=destination)
+
+    @property
+    def undoable(self) -> bool:
+        return self.action in ("move", "trash") and bool(self.done)
+
+
+def outcome(action: str, report: Any, destination: str = "") -> Outcome:
+    if action == "dismiss":
+        return Outcome(action, [f"{g.keep} and {len(g.duplicates)} more" for g in report], [])
+    if action == "undo":
+        restored = [f"{origin} -> {back}" for origin, back in report.restored]
+        return Outcome(action, restored, report.failed, report.batch)
+    done = [f"{origin} -> {to}" for origin, to in report.moved] + list(report.trashed)
+    return Outcome(action, done, report.failed, report.batch, destination=destination)

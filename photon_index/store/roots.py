@@ -1,0 +1,46 @@
+"""The folders (and files) `photon index` was run on, remembered in the database folder.
+
+`photon dedupe --move-to` refuses a folder inside, equal to or above any of them: the
+next `photon index` would bring the moved copies back, and a later dedupe could keep a
+moved copy and remove the original. The folders holding indexed files do not tell a
+root that holds only subfolders. A database indexed before roots were recorded has no
+file here; its roots are added by its next index run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from photon_index.errors import DatabaseError
+from photon_index.store.atomic import write_json_record
+
+ROOTS_FILE = "roots.json"
+
+
+def read_roots(db_path: Path) -> list[Path]:
+    """The recorded roots, absolute; none for a database that recorded none."""
+    path = db_path / ROOTS_FILE
+    try:
+        roots = json.loads(path.read_text("utf-8"))["roots"]
+        if not all(isinstance(r, str) for r in roots):
+            raise ValueError("a root that is not a string")
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DatabaseError(
+            f"cannot read {path} ({e}): move it away, then run `photon index` on your "
+            "folders to record them again"
+        ) from e
+    return [Path(r) for r in roots]
+
+
+def add_roots(db_path: Path, roots: Iterable[Path]) -> None:
+    """Record roots (absolute paths) with those recorded before. The caller holds the
+    writer lock, so no other process rewrites the file meanwhile."""
+    known = read_roots(db_path)
+    new = [r for r in dict.fromkeys(roots) if r not in known]
+    if not new:
+        return
+    write_json_record(db_path / ROOTS_FILE, {"roots": [str(r) for r in [*known, *new]]})
