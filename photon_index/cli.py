@@ -115,7 +115,7 @@ def index(
     pruned = f"{report.removed} removed" if prune else "pruning off"
     typer.echo(
         f"{report.discovered} discovered, {report.indexed} indexed, {report.reused} reused, "
-        f"{report.skipped} unchanged, {pruned}, {report.failed} failed "
+        f"{report.skipped} unchanged, {pruned}, {report.failed} failed, {report.tagged} tagged "
         f"in {report.elapsed:.1f} s ({report.images_per_second:.1f} images/s)"
     )
 
@@ -148,6 +148,10 @@ def search(
     ] = None,
     min_score: Annotated[
         float | None, typer.Option("--min-score", help="Leave out hits scoring below this.")
+    ] = None,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option("--tag", help="Only pictures with this tag (repeatable: all of them)."),
     ] = None,
     db: DbOption = None,
     device: DeviceOption = None,
@@ -184,6 +188,7 @@ def search(
         where=where,
         camera=camera,
         min_score=min_score,
+        tags=tuple(tag or ()),
     )
     results = Index(db, settings=_settings(device)).search(
         query, add=add or [], sub=sub or [], limit=limit, filters=filters
@@ -204,6 +209,56 @@ def search(
         for hit in results.hits:
             day = hit.taken_at.date().isoformat() if hit.taken_at else "-"
             typer.echo(f"{hit.rank:>3}  {hit.score:7.4f}  {day:10}  {printable(hit.path)}")
+
+
+@app.command()
+def tags(
+    picture: Annotated[
+        Path | None, typer.Argument(help="A picture (indexed or not): its tags.")
+    ] = None,
+    recompute: Annotated[
+        bool,
+        typer.Option("--recompute", help="Tag every picture anew (after a vocabulary change)."),
+    ] = False,
+    db: DbOption = None,
+    device: DeviceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The library's tags with counts, or a picture's tags with their probabilities."""
+    from photon_index.errors import UsageError
+    from photon_index.index import Index
+    from photon_index.query.search import printable
+
+    index = Index(db, settings=_settings(device))
+    if picture is not None and recompute:
+        raise UsageError("--recompute tags the whole library: use it without PICTURE")
+    if recompute:
+        report = index.retag()
+        if as_json:
+            typer.echo(_json(report))
+            return
+        typer.echo(
+            f"{report.pictures} pictures tagged from {report.vocabulary} tags "
+            f"({report.tagged} with at least one) in {report.seconds:.1f} s"
+        )
+        return
+    if picture is not None:
+        scores = index.tags_of(picture)
+        if as_json:
+            typer.echo(_json({"path": str(picture), "tags": scores}))
+        elif not scores:
+            typer.echo(f"no tags for {printable(str(picture))}", err=True)
+        for score in [] if as_json else scores:
+            typer.echo(f"{score.probability:7.4f}  {score.tag}")
+        return
+    counts = index.tags()
+    if as_json:
+        typer.echo(_json(counts))
+        return
+    for count in counts:
+        typer.echo(f"{count.count:>7}  {count.tag}")
+    if not counts:
+        typer.echo("no picture has a tag", err=True)
 
 
 @app.command()

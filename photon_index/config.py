@@ -62,6 +62,18 @@ class DedupeSettings:
 
 
 @dataclass(frozen=True)
+class TagSettings:
+    vocabulary: str
+    add: list[str]
+    thresholds: dict[str, float]
+    z: float
+    floor: float
+    max_per_picture: int
+    sample_rows: int
+    block_rows: int
+
+
+@dataclass(frozen=True)
 class Paths:
     """Where photon reads and writes; every folder is created on first use."""
 
@@ -88,6 +100,7 @@ class Settings:
     index: IndexSettings
     search: SearchSettings
     dedupe: DedupeSettings
+    tags: TagSettings
     paths: Paths
 
     @classmethod
@@ -115,6 +128,7 @@ _SECTIONS: dict[str, type] = {
     "index": IndexSettings,
     "search": SearchSettings,
     "dedupe": DedupeSettings,
+    "tags": TagSettings,
 }
 
 
@@ -183,6 +197,11 @@ RANGES: dict[str, tuple[float, float]] = {
     "dedupe.phash_distance": (0, 63),
     "dedupe.near_cosine": (-1.0, 1.0),
     "dedupe.similar_cosine": (-1.0, 1.0),
+    "tags.z": (0.0, 100.0),
+    "tags.floor": (1e-9, 0.999),
+    "tags.max_per_picture": (1, 1000),
+    "tags.sample_rows": (100, 10**8),
+    "tags.block_rows": (1, 10**6),
 }
 
 _KINDS: dict[str, tuple[tuple[type, ...], str]] = {
@@ -191,6 +210,7 @@ _KINDS: dict[str, tuple[tuple[type, ...], str]] = {
     "bool": ((bool,), "true or false"),
     "str": ((str,), "string"),
     "list[str]": ((list,), "list of strings"),
+    "dict[str, float]": ((dict,), "table of numbers"),
 }
 
 

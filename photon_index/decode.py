@@ -100,6 +100,11 @@ def decode(data: bytes, *, max_pixels: int, draft: tuple[int, int] | None = None
     return Decoded(image, _info(im.format or "unknown", full_size, orientation, tags))
 
 
+def pixel_size(data: bytes) -> tuple[int, int]:
+    """An image file's width and height from its header, without decoding its pixels."""
+    return _open(data).size
+
+
 def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
     width, height = size
     if width * height > max_pixels:

@@ -47,6 +47,9 @@ if TYPE_CHECKING:
     from photon_index.ingest import IndexReport, RunProgress
     from photon_index.query.dedupe import DuplicateGroup
     from photon_index.query.search import Filters, Searcher, SearchResults
+    from photon_index.tags import TagCount, TagScore
+    from photon_index.tags.run import Tagger, TagReport
+    from photon_index.tags.vocabulary import Vocabulary
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,7 @@ class Index:
                 threshold = self.settings.search.ann_threshold
                 if table.vector_index() is None and table.count() >= threshold:
                     table.build_vector_index(self.settings.search.rows_per_partition)
+                self._tag_new(table, report)
             except BaseException as e:
                 if isinstance(e, (Interrupted, KeyboardInterrupt)):
                     published.end("interrupted")
@@ -150,6 +154,155 @@ class Index:
             add_roots(self.db_path, present)  # for dedupe's --move-to check (store/roots.py)
         report.warnings[:0] = warnings
         return report
+
+    def _tag_new(self, table: ImageTable, report: IndexReport) -> None:
+        """Tag what this run added. The rows are committed already: a failure here costs
+        only the tags, which the next run or `photon tags --recompute` makes."""
+        try:
+            report.tagged = self._tagger(table).run().pictures
+        except PhotonError as e:
+            report.warnings.append(f"tags not updated: {e}; run `photon tags --recompute`")
+
+    def vocabulary(self) -> Vocabulary:
+        """The tag vocabulary of this index's model (README, "Tags")."""
+        from photon_index.tags.vocabulary import load_vocabulary
+
+        tags = self.settings.tags
+        model = self.load_model(self._model_ref())
+        return load_vocabulary(model.dir, tags.vocabulary, tags.add, tags.thresholds)
+
+    def _tagger(self, table: ImageTable) -> Tagger:
+        from photon_index.store.tags import TagStore
+        from photon_index.tags.run import Tagger
+        from photon_index.tags.scoring import Rule, tag_embeddings
+
+        encoders = self._encoders_for(table.model_ref)
+        vocabulary = self.vocabulary()
+        models = self.settings.paths.models
+        embeddings = tag_embeddings(vocabulary, encoders.text(), encoders.model, models)
+        tags = self.settings.tags
+        return Tagger(
+            table=table,
+            store=TagStore(self.db_path),
+            vocabulary=vocabulary,
+            embeddings=embeddings,
+            model=encoders.model,
+            rule=Rule(tags.z, tags.floor, tags.max_per_picture),
+            sample_rows=tags.sample_rows,
+            block_rows=tags.block_rows,
+        )
+
+    def retag(self) -> TagReport:
+        """Tag every picture anew from the stored embeddings, thresholds included: after
+        a change of vocabulary or of the [tags] settings."""
+        with write_lock(self.db_path):
+            table = self._existing_table()
+            self._finish_actions(table)
+            return self._tagger(table).run(full=True)
+
+    def tags(self) -> list[TagCount]:
+        """The library's tags and how many pictures have each, most common first."""
+        from photon_index.store.tags import TagStore
+        from photon_index.tags import TagCount
+
+        table = self._existing_table()
+        self._check_tagged()
+        paths = table.columns(["path"]).column("path").combine_chunks()
+        counts = TagStore(self.db_path).counts(paths)
+        return [TagCount(t, n) for t, n in sorted(counts.items(), key=lambda c: (-c[1], c[0]))]
+
+    def tags_of(self, picture: Path | str | bytes) -> list[TagScore]:
+        """A picture's tags, best first, with SigLIP's probabilities: its stored
+        embedding when its bytes are indexed, else the vision tower's. Thresholds are
+        the library's; without a tagged library, the probability floor alone."""
+        from photon_index.decode import read_bytes
+        from photon_index.hashing import content_hash
+        from photon_index.store.tags import TagStore
+        from photon_index.tags import TagScore
+        from photon_index.tags.scoring import (
+            Cutoffs,
+            assign,
+            logit,
+            logits,
+            probabilities,
+            tag_embeddings,
+        )
+
+        if not isinstance(picture, bytes) and not Path(picture).expanduser().is_file():
+            raise UsageError(f"{printable(str(picture))}: no such picture file")
+        table = self.table()
+        stored = None
+        if table is not None:
+            try:
+                data = picture if isinstance(picture, bytes) else read_bytes(Path(picture))
+            except ImageError as e:
+                raise ImageError(f"{printable(str(picture))}: {e}") from e
+            found = table.rows_by_hash([content_hash(data)])
+            stored = next(iter(found.values())).embedding if found else None
+        vector = stored if stored is not None else self.embed_images([picture]).vectors[0]
+        encoders = self._encoders_for(self._model_ref())
+        vocabulary = self.vocabulary()
+        models = self.settings.paths.models
+        embeddings = tag_embeddings(vocabulary, encoders.text(), encoders.model, models)
+        state = TagStore(self.db_path).state() if table is not None else None
+        count = len(vocabulary.tags)
+        if state is not None and state.names == vocabulary.names:
+            cuts = Cutoffs(np.asarray(state.thresholds, np.float32), np.asarray(state.spreads))
+        else:
+            floor = logit(self.settings.tags.floor)
+            cuts = Cutoffs(np.full(count, floor, np.float32), np.ones(count, np.float32))
+        block = logits(np.asarray(vector, np.float32)[None], embeddings, encoders.model)
+        (picked,), (values,) = assign(block, cuts, self.settings.tags.max_per_picture)
+        chances = probabilities(values)
+        return [
+            TagScore(vocabulary.names[i], round(float(p), 6), round(v, 4))
+            for i, p, v in zip(picked, chances, values, strict=True)
+        ]
+
+    def stored_tags(self, path: str) -> list[TagScore]:
+        """An indexed picture's tags as `photon index` stored them, best first; none
+        before it is tagged. Nothing is decoded or embedded: what a page shows."""
+        from photon_index.store.tags import TagStore
+        from photon_index.tags import TagScore
+        from photon_index.tags.scoring import probabilities
+
+        tags, values = TagStore(self.db_path).of(path)
+        chances = probabilities(values)
+        return [
+            TagScore(t, round(float(p), 6), round(v, 4))
+            for t, p, v in zip(tags, chances, values, strict=True)
+        ]
+
+    def _check_tagged(self) -> None:
+        from photon_index.store.tags import TagStore
+
+        if TagStore(self.db_path).state() is None:
+            raise UsageError(
+                f"the index at {self.db_path} has no tags yet: run `photon tags --recompute`"
+            )
+
+    def _tagged_rows(self, table: ImageTable, tags: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Row ids of the pictures with every one of these tags (names or synonyms),
+        best first, and the lowest logit of those tags for each."""
+        from photon_index.store.tags import TagStore
+
+        self._check_tagged()
+        vocabulary = self.vocabulary()
+        names = []
+        for wanted in tags:
+            tag = vocabulary.find(wanted)
+            if tag is None:
+                raise UsageError(f"no tag {wanted!r} in the vocabulary: `photon tags` lists them")
+            names.append(tag.name)
+        paths, lowest = TagStore(self.db_path).tagged(names)
+        with self._ids_lock:
+            if self._ids is None or self._ids.version != table.version:
+                self._ids = ImageIds(table)
+            ids = self._ids
+        rows = ids.row_ids(paths)
+        present = rows >= 0
+        order = np.argsort(-lowest[present], kind="stable")
+        return rows[present][order], lowest[present][order]
 
     def _table_for(self, loaded: ModelFiles, ref: str | None) -> ImageTable:
         """This index's table, created for the model if there is none; refused if it was
@@ -183,8 +336,14 @@ class Index:
         clients' texts never open its files."""
         from photon_index.query.search import Filters, parse_terms
 
+        filters = filters or Filters()
+        table = self._existing_table()
+        among = self._tagged_rows(table, filters.tags) if filters.tags else None
+        if among is not None and not (query or add or sub or pictures):
+            return self._searcher(table).tagged(*among, filters, self._limit(limit))
         terms = parse_terms(query, add, sub, pictures, files=files)
-        return self._searcher().search(terms, filters or Filters(), self._limit(limit))
+        rows = among[0] if among is not None else None
+        return self._searcher(table).search(terms, filters, self._limit(limit), among=rows)
 
     def search_vector(
         self, vector: np.ndarray, *, limit: int | None = None, filters: Filters | None = None
@@ -193,7 +352,10 @@ class Index:
         by cosine: e.g. one from embed_texts(), or a mix of several."""
         from photon_index.query.search import Filters
 
-        return self._searcher().by_vector(vector, filters or Filters(), self._limit(limit))
+        filters = filters or Filters()
+        table = self._existing_table()
+        among = self._tagged_rows(table, filters.tags)[0] if filters.tags else None
+        return self._searcher(table).by_vector(vector, filters, self._limit(limit), among=among)
 
     def similar(
         self, image_id: str, *, limit: int | None = None, filters: Filters | None = None
@@ -205,8 +367,10 @@ class Index:
         row = self._row(table, image_id, ["path", "embedding"])
         searcher = self._searcher(table)
         vector = np.asarray(row["embedding"], dtype=np.float32)
+        filters = filters or Filters()
+        among = self._tagged_rows(table, filters.tags)[0] if filters.tags else None
         return searcher.by_vector(
-            vector, filters or Filters(), self._limit(limit), exclude=row["path"]
+            vector, filters, self._limit(limit), exclude=row["path"], among=among
         )
 
     def embed_texts(self, texts: Sequence[str], *, batch_size: int | None = None) -> Embeddings:

@@ -151,6 +151,69 @@ def test_similar_pictures_are_deleted_only_when_asked(
     assert report.trashed == [other.path] and not Path(other.path).exists()
 
 
+# Overlapping groups: a keeper is never removed, whichever group lists it.
+
+
+def red_library(folder: Path, table: ImageTable) -> tuple[list[str], str]:
+    """Three exact copies a/, b/, c/red.jpg and a near copy b/red-small.jpg."""
+    red = [put(folder / d, "red.jpg", b"red " * 100, DAY * (i + 1)) for i, d in enumerate("abc")]
+    small = put(folder / "b", "red-small.jpg", b"small red " * 10, DAY, bits=away(2))
+    table.upsert([*red, small])
+    return [r.path for r in red], small.path
+
+
+@pytest.mark.parametrize("kind", ["move", "trash"])
+def test_another_groups_keeper_picked_as_a_copy_is_kept(
+    tmp_path: Path, table: ImageTable, trash_home: Path, kind: str
+):
+    # Security review item 1: the near group's keeper picked as its small copy trashed
+    # every full-size copy, the exact group's keeper included.
+    (a, b, c), small = red_library(tmp_path / "lib", table)
+    exact = DuplicateGroup("exact", a, "oldest", [b, c], 0.0)
+    near = DuplicateGroup("near", a, "largest", [small], 2.0).with_keeper(small)
+    action = Action(kind, destination=tmp_path / "away" if kind == "move" else None)
+    report = act([exact, near], table, Journal(table.db_path), action)
+    removed = {p for p, _ in report.moved} | set(report.trashed)
+    assert removed == {b, c}
+    assert report.failed == [(a, "it is the keeper of another group in this batch: kept")]
+    assert Path(a).read_bytes() == b"red " * 100 and Path(small).exists()
+    assert sorted(table.paths()) == sorted([a, small])
+
+
+def test_one_group_twice_with_two_keepers_keeps_both(
+    tmp_path: Path, table: ImageTable, trash_home: Path
+):
+    # Security review item 2: each keeper went as the other's copy.
+    (a, b, c), _ = red_library(tmp_path / "lib", table)
+    group = DuplicateGroup("exact", a, "oldest", [b, c], 0.0)
+    report = act([group, group.with_keeper(b)], table, Journal(table.db_path), Action("trash"))
+    assert report.trashed == [c] and Path(a).exists() and Path(b).exists()
+
+
+def test_a_keeper_gone_after_the_check_keeps_its_copy(tmp_path: Path, table: ImageTable):
+    # The keeper is looked for again right before each file goes.
+    (a, b, _), _ = red_library(tmp_path / "lib", table)
+    group = DuplicateGroup("exact", a, "oldest", [b], 0.0)
+    real_do = apply._do
+
+    def keeper_vanishes(kind: str, entry):
+        raise AssertionError("nothing may go once its keeper is gone")
+
+    real_intend = apply.Batch.intend
+
+    def intend(batch, entries):
+        real_intend(batch, entries)
+        Path(a).unlink()  # behind photon's back, between the check and the move
+
+    apply._do, apply.Batch.intend = keeper_vanishes, intend  # type: ignore[method-assign]
+    try:
+        report = act([group], table, Journal(table.db_path), Action("delete"))
+    finally:
+        apply._do, apply.Batch.intend = real_do, real_intend  # type: ignore[method-assign]
+    assert report.failed == [(b, f"its keeper {a} no longer exists")] and Path(b).exists()
+    assert b in table.paths()
+
+
 # Re-hashing exact copies before removing them.
 
 
@@ -179,16 +242,28 @@ def test_an_exact_copy_whose_bytes_changed_is_left_alone(tmp_path: Path, table: 
         ("lib", "holds the indexed folder"),
         ("", "holds the indexed folder"),  # tmp_path itself
         ("lib/a/p0.jpg", "is not a folder"),
+        ("db", "inside the index's database folder"),
+        ("db/journal", "inside the index's database folder"),
+        ("db/thumbnails/x", "inside the index's database folder"),
+        ("x\0y", "NUL character"),
+        ("\udc80", "not valid UTF-8"),
+        ("~nosuchuser-photon/x", "no such user"),
     ],
 )
 def test_a_bad_move_to_moves_nothing(tmp_path: Path, table: ImageTable, where: str, message):
     exact_library(tmp_path / "lib", table, copies=40)
     before, rows = files_under(tmp_path / "lib"), sorted(table.paths())
-    dest = Path(where) if where.startswith("/") else tmp_path / where
+    dest = where if where.startswith(("/", "~")) else f"{tmp_path}/{where}"
     with pytest.raises(UsageError, match=message):
-        run(table, "move", dest)
+        run(table, "move", dest)  # type: ignore[arg-type]
     assert files_under(tmp_path / "lib") == before and sorted(table.paths()) == rows
-    assert not Journal(table.db_path).batches()
+    assert not list(Journal(table.db_path).folder.glob("*"))  # not even an empty batch
+
+
+def test_a_move_to_into_the_trash_is_refused(tmp_path: Path, table: ImageTable, trash_home: Path):
+    exact_library(tmp_path / "lib", table, copies=1)
+    with pytest.raises(UsageError, match="inside a trash folder"):
+        run(table, "move", trash_home / "files" / "dupes")
 
 
 def test_a_full_or_read_only_move_to_moves_nothing(
@@ -610,7 +685,7 @@ def test_cli_dedupe_escapes_control_characters_in_paths(tmp_path: Path):
 # good; a keeper is never removed; a moved file is byte-identical at its target; undo
 # puts every path back with its bytes; the table lists only files that exist.
 
-from hypothesis import HealthCheck, event, settings  # noqa: E402
+from hypothesis import HealthCheck, event, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.stateful import (  # noqa: E402
     RuleBasedStateMachine,
@@ -907,3 +982,52 @@ def test_a_users_life_loses_nothing(tmp_path: Path, trash_home: Path):
         ),
     )
     print(f"user life: {dict(_Place.counts)}")  # with -s: how much the run exercised
+
+
+# Any batch of groups, however they overlap or repeat, leaves a copy of every picture.
+
+COPIES = (3, 2, 2)  # of each distinct content in the drawn library
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+def test_no_batch_of_groups_removes_a_keeper_or_a_last_copy(
+    tmp_path: Path, trash_home: Path, data: st.DataObject
+):
+    import tempfile
+
+    from photon_index.query.dedupe import TIERS
+
+    base = Path(tempfile.mkdtemp(dir=tmp_path))
+    table = ImageTable.create(base / "db", dim=DIM, model="m", model_ref="m")
+    contents = [f"content {c} ".encode() * 40 for c in range(len(COPIES))]
+    rows = [
+        put(base / "lib" / str(i), f"c{c}.jpg", contents[c], DAY * (i + 1), bits=away(c * 20))
+        for c, count in enumerate(COPIES)
+        for i in range(count)
+    ]
+    table.upsert(rows)
+    paths = [[r.path for r in rows if r.path.endswith(f"/c{c}.jpg")] for c in range(len(COPIES))]
+    groups = []
+    for _ in range(data.draw(st.integers(1, 6), label="groups")):
+        members = data.draw(
+            st.sampled_from(paths).flatmap(
+                lambda ps: st.lists(st.sampled_from(ps), min_size=2, unique=True)
+            )
+        )
+        keep = data.draw(st.sampled_from(members))
+        tier = data.draw(st.sampled_from(TIERS))
+        groups.append(DuplicateGroup(tier, keep, "drawn", sorted(set(members) - {keep}), 0.0))
+    kind = data.draw(st.sampled_from(["move", "trash"]))
+    action = Action(kind, destination=base / "away" if kind == "move" else None, similar=True)
+    report = act(groups, table, Journal(table.db_path), action)
+    removed = {p for p, _ in report.moved} | set(report.trashed)
+    assert not removed & {g.keep for g in groups}
+    left = {Path(p).read_bytes() for ps in paths for p in ps if os.path.exists(p)}
+    assert left == set(contents)

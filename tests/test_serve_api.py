@@ -24,9 +24,10 @@ from servelib import DemoLibrary, make_demo
 
 from photon_index import Index, image_id
 from photon_index.config import Settings
+from photon_index.serve import forms
 from photon_index.serve.app import create_app
 from photon_index.serve.forms import SearchForm, parse_box
-from photon_index.serve.security import CSP
+from photon_index.serve.security import CSP, allowed_hosts, session_value
 
 pytestmark = pytest.mark.slow
 
@@ -132,6 +133,9 @@ def test_filters_and_sort(client: TestClient, demo: DemoLibrary) -> None:
         ({}, 422, "q"),
         ({"q": "  "}, 400, "nothing to search for"),
         ({"q": "star", "in": "/no/such/folder"}, 200, ""),
+        ({"q": "star", "in": "../../"}, 400, "full path"),  # not the server's folder's
+        ({"q": "9" * 400 + ":red"}, 400, "weight"),  # inf: NaN scores, no hits
+        ({"q": "star +1001:red"}, 400, "weight"),
     ],
 )
 def test_bad_search_parameters_are_4xx_with_a_message(
@@ -303,6 +307,11 @@ def test_originals_are_served_as_their_indexed_format(tmp_path: Path) -> None:
     Image.new("RGB", (40, 30), "blue").save(photos / "blue.png", format="JPEG")  # misnamed
     Image.new("RGB", (40, 30), "green").save(photos / "green.jpg")
     Image.new("RGB", (40, 30), "gray").save(photos / "gone.jpg")
+    # A camera JPEG with a preview in its MP extension, which Pillow reads as MPO.
+    preview = [Image.new("RGB", (16, 16))]
+    Image.new("RGB", (320, 240)).save(
+        photos / "mpo.jpg", "MPO", save_all=True, append_images=preview
+    )
     index = Index(tmp_path / "db", settings=Settings.load({"PHOTON_HOME": str(tmp_path)}))
     index.update([photos], model="siglip-tiny-shapes")
     (photos / "gone.jpg").unlink()
@@ -318,6 +327,9 @@ def test_originals_are_served_as_their_indexed_format(tmp_path: Path) -> None:
         assert red.content == (photos / "red.png").read_bytes()
         assert red.headers["x-content-type-options"] == "nosniff"
         assert original("blue.png").headers["content-type"] == "image/jpeg"
+        assert index.image(image_id(str(photos / "mpo.jpg"))).format == "MPO"
+        mpo = original("mpo.jpg")
+        assert mpo.status_code == 200 and mpo.headers["content-type"] == "image/jpeg"
         assert "changed" in error_of(original("green.jpg"), 409)
         assert "cannot be read" in error_of(original("gone.jpg"), 404)
         thumbnail = client.get(f"/api/images/{image_id(str(photos / 'green.jpg'))}/thumbnail")
@@ -353,7 +365,9 @@ def test_duplicate_groups_name_pictures_by_id(client: TestClient, demo: DemoLibr
 
 
 def act(client: TestClient, **body: object) -> httpx.Response:
-    return client.post("/api/duplicates/actions", json=body)
+    # json.dumps escapes a lone surrogate, which httpx's json= cannot encode.
+    headers = {"content-type": "application/json"}
+    return client.post("/api/duplicates/actions", content=json.dumps(body), headers=headers)
 
 
 def test_move_another_keeper_then_undo(fresh: tuple[DemoLibrary, TestClient]) -> None:
@@ -417,14 +431,36 @@ def test_not_duplicates_is_remembered(fresh: tuple[DemoLibrary, TestClient]) -> 
         ({"action": "trash", "groups": []}, 400, "no duplicate group"),
         ({"action": "delete", "groups": "FIRST"}, 422, "action"),
         ({"groups": "FIRST"}, 422, "action"),
+        # One group twice, with two keepers: each went as the other's copy.
+        ({"action": "trash", "groups": "TWICE"}, 400, "chosen twice"),
+        ({"action": "move", "groups": "TWICE", "destination": "/tmp/x"}, 400, "chosen twice"),
+        # Similar pictures are not copies: they go only when asked for.
+        ({"action": "trash", "groups": "SIMILAR"}, 400, "similar pictures, not copies"),
+        ({"action": "move", "groups": "SIMILAR", "destination": "/tmp/x"}, 400, "not copies"),
+        # Destinations the journal cannot record, or no one's home: 400, no empty batch.
+        ({"action": "move", "groups": "FIRST", "destination": "/tmp/x\0y"}, 400, "NUL"),
+        ({"action": "move", "groups": "FIRST", "destination": "~nosuchuser-photon/x"}, 400,
+         "no such user"),
+        ({"action": "move", "groups": "FIRST", "destination": "/tmp/\udc80"}, 400, "UTF-8"),
+        ({"action": "dismiss", "groups": [{"key": "\udc80"}]}, 400, "\\x80"),
+        ({"action": "move", "groups": "FIRST", "destination": "DB/journal"}, 400, "database"),
     ],
 )  # fmt: skip
 def test_bad_duplicate_actions_are_4xx_and_change_nothing(
     client: TestClient, demo: DemoLibrary, body: dict, status: int, message: str
 ) -> None:
     group = groups_of(client)[0]
+    if body.get("destination", "").startswith("DB/"):
+        body = {**body, "destination": str(demo.db / body["destination"][3:])}
     if body.get("groups") == "FIRST":
         body = {**body, "groups": [{"key": group["key"]}]}
+    elif body.get("groups") == "TWICE":
+        other = group["duplicates"][0]["id"]
+        body = {**body, "groups": [{"key": group["key"]}, {"key": group["key"], "keep": other}]}
+    elif body.get("groups") == "SIMILAR":
+        alike = client.get("/api/duplicates", params={"similar": True}).json()["groups"]
+        key = next(g["key"] for g in alike if g["tier"] == "similar")
+        body = {**body, "groups": [{"key": key}]}
     elif body.get("groups") == "KEEP_OTHER":
         body = {
             **body,
@@ -433,6 +469,31 @@ def test_bad_duplicate_actions_are_4xx_and_change_nothing(
     assert message in error_of(act(client, **body), status)
     assert all(Path(p).exists() for p in demo.scenes)
     assert groups_of(client)[0] == group
+    assert not list((demo.db / "journal").glob("*"))
+
+
+def test_similar_pictures_go_only_when_asked_for(
+    fresh: tuple[DemoLibrary, TestClient], trash_home: Path
+) -> None:
+    # The CLI needs --delete-similar; the API `"similar": true`, the page its own button.
+    _, client = fresh
+    alike = client.get("/api/duplicates", params={"similar": True}).json()["groups"]
+    scene = next(g for g in alike if g["tier"] == "similar")
+    other = scene["duplicates"][0]["path"]
+    page = client.get("/duplicates?similar=1").text
+    assert "Trash these similar pictures" in page and "similar pictures, not copies" in page
+    # The page's buttons for copies leave similar pictures alone.
+    everything = {"group": [g["key"] for g in alike], "similar": "1"}
+    client.post("/duplicates/actions", data={**everything, "act": "trash:all"})
+    refused = client.post("/duplicates/actions", data={"act": f"trash:{scene['key']}"})
+    assert "not copies" in refused.text and Path(other).exists()
+    client.post("/duplicates/actions", data={"act": f"trash-similar:{scene['key']}"})
+    assert not Path(other).exists()
+    copies = [d["path"] for g in alike if g["tier"] != "similar" for d in g["duplicates"]]
+    assert not any(Path(p).exists() for p in copies)
+    alike = [g for g in alike if g["tier"] == "similar" and g["key"] != scene["key"]]
+    sent = act(client, action="trash", similar=True, groups=[{"key": alike[0]["key"]}])
+    assert sent.json()["trashed"] == [d["path"] for d in alike[0]["duplicates"]]
 
 
 # --- pages ------------------------------------------------------------------------------
@@ -476,6 +537,8 @@ def test_pages_render(client: TestClient, demo: DemoLibrary) -> None:
         ("/nowhere", 404, "nothing at /nowhere"),
         ("/duplicates?page=x", 200, "groups"),
         ("/pictures/0123456789abcdef?at=-1", 404, "no picture"),
+        ("/duplicates?page=%C2%B2", 200, "groups"),  # '²'.isdigit(), but not for int()
+        ("/?q=star&in=../..", 400, "full path"),
     ],
 )
 def test_bad_page_addresses_are_4xx_pages_with_a_message(
@@ -484,6 +547,49 @@ def test_bad_page_addresses_are_4xx_pages_with_a_message(
     response = client.get(address)
     assert response.status_code == status and message in response.text
     assert response.headers["content-type"].startswith("text/html")
+
+
+def test_a_bug_is_a_500_with_a_message(demo: DemoLibrary, monkeypatch: pytest.MonkeyPatch):
+    def broken(self: Index) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Index, "status", broken)
+    app = create_app(demo.index())
+    with TestClient(app, base_url=BASE, raise_server_exceptions=False) as client:
+        assert "server failed" in error_of(client.get("/api/health"), 500)
+        page = client.get("/library")
+        assert page.status_code == 500 and "server failed" in page.text
+        assert page.headers["content-type"].startswith("text/html")
+
+
+def test_a_superscript_position_is_no_500(client: TestClient, demo: DemoLibrary) -> None:
+    picture = image_id(sorted(demo.scenes)[0])
+    assert client.get(f"/pictures/{picture}?q=star&at=%C2%B2").status_code == 200
+
+
+def test_a_huge_picture_upload_is_refused_before_decoding(client: TestClient) -> None:
+    # 64 Mpx in a few kB: decoded, it would take hundreds of MB per request.
+    bomb = io.BytesIO()
+    Image.new("1", (8000, 8000)).save(bomb, format="PNG")
+    files = {"picture": ("bomb.png", bomb.getvalue(), "image/png")}
+    assert "limit" in error_of(client.post("/api/search", files=files), 400)
+    page = client.post("/search", files={"upload": ("bomb.png", bomb.getvalue(), "image/png")})
+    assert page.status_code == 400 and "limit" in page.text
+
+
+def test_picture_searches_beyond_the_decode_limit_wait_then_503(
+    client: TestClient, demo: DemoLibrary, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(forms, "BUSY_WAIT", 0.01)
+    held = [forms._decoding.acquire(timeout=5) for _ in range(forms.DECODES)]
+    try:
+        with open(sorted(demo.scenes)[0], "rb") as f:
+            files = {"picture": ("mine.jpg", f.read(), "image/jpeg")}
+        assert "busy" in error_of(client.post("/api/search", files=files), 503)
+    finally:
+        for _ in held:
+            forms._decoding.release()
+    assert client.post("/api/search", files=files).status_code == 200
 
 
 def test_picture_pages_go_through_the_results(client: TestClient, demo: DemoLibrary) -> None:
@@ -635,6 +741,14 @@ def test_same_origin_and_non_browser_requests_pass(client: TestClient) -> None:
         assert response.status_code == 200, headers
 
 
+def test_a_server_on_another_loopback_address_answers_it(demo: DemoLibrary) -> None:
+    app = create_app(demo.index(), hosts=allowed_hosts("127.0.0.2"))
+    with TestClient(app, base_url="http://127.0.0.2:8750") as client:
+        assert client.get("/api/health").status_code == 200
+        assert client.get("/api/health", headers={"host": "evil.example"}).status_code == 400
+    assert allowed_hosts("0.0.0.0") is None
+
+
 def test_a_loopback_server_answers_only_loopback_names(client: TestClient) -> None:
     for host in ("localhost:8750", "127.0.0.1:8750", "[::1]:8750"):
         assert client.get("/api/health", headers={"host": host}).status_code == 200
@@ -668,20 +782,37 @@ def test_with_a_token_every_route_but_health_is_401(demo: DemoLibrary) -> None:
             assert path not in response.text and "star" not in response.text.lower()
         assert client.post("/api/duplicates/actions", json={"action": "undo"}).status_code == 401
         assert client.get("/?token=wrong-token").status_code == 401
-        assert client.get("/", headers={"cookie": "photon_token=wrong"}).status_code == 401
+        assert client.get("/", headers={"cookie": "photon_8750=wrong"}).status_code == 401
+        # The cookie never holds the token: another port of the host would receive it.
+        assert client.get("/", headers={"cookie": f"photon_8750={TOKEN}"}).status_code == 401
         assert client.get("/", headers={"authorization": "Bearer wrong"}).status_code == 401
 
         # The token in the address becomes an HttpOnly cookie, and leaves the address.
         exchange = client.get(f"/?q=star&token={TOKEN}", follow_redirects=False)
         assert exchange.status_code == 303 and exchange.headers["location"] == "/?q=star"
         cookie = exchange.headers["set-cookie"]
-        assert cookie.startswith(f"photon_token={TOKEN};")
+        session = session_value(TOKEN)
+        assert cookie.startswith(f"photon_8750={session};") and TOKEN not in cookie
         assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
         assert client.get("/?q=star").status_code == 200  # the client kept the cookie
         assert client.get(f"/api/images/{image_id(path)}/file").status_code == 200
     with TestClient(app, base_url="http://photos.lan:8750") as script:
         bearer = {"authorization": f"Bearer {TOKEN}"}
         assert script.get("/api/search?q=star", headers=bearer).status_code == 200
+        # The session value is a cookie of this port only, never a token.
+        assert script.get(f"/?token={session}").status_code == 401
+        stolen = {"authorization": f"Bearer {session}"}
+        assert script.get("/api/search?q=star", headers=stolen).status_code == 401
+        other_port = {"cookie": f"photon_8751={session}"}
+        assert script.get("/", headers=other_port).status_code == 401
+        # After the exchange, the browser goes to a path of this server, never elsewhere.
+        for address, target in [
+            (f"//evil.example/?token={TOKEN}", "/evil.example/"),
+            (f"/\\evil.example/?token={TOKEN}", "/%5Cevil.example/"),
+            (f"///evil.example/x?a=1&token={TOKEN}", "/evil.example/x?a=1"),
+        ]:
+            exchange = script.get(f"http://photos.lan:8750{address}", follow_redirects=False)
+            assert exchange.headers["location"] == target, address
 
 
 def free_port() -> int:

@@ -4,15 +4,18 @@ to remove, journaled so that an interruption loses nothing and can be undone.
 Each duplicate is checked just before it goes, a chunk at a time:
 - the keeper and the duplicate are still what the table says (size and mtime), and for
   an exact copy both files re-hashed now still have the same bytes;
-- the duplicate is not another path to its keeper, or to any other keeper (a hard link,
-  a symlinked folder): removing it would remove the picture itself;
+- the duplicate is not the keeper of any group in the batch, nor another path to its
+  keeper or to any other keeper (a hard link, a symlinked folder): removing it would
+  remove the picture itself. So every file removed leaves its keeper in place, even
+  when groups overlap or one group comes twice with two keepers;
 - a real file is not removed for a keeper that is a symbolic link, which would keep
   nothing once its target goes;
 - a `similar` picture is not a copy: it is trashed or deleted only when asked for.
 Then, per chunk: the intents are journaled (fsync), the rows leave the table, the files
-move, and what became of each is journaled. A search may briefly miss a file that is
-still in place, but never lists one that is gone. Ctrl-C finishes the batch as it stands
-(recover.finish) and says what had gone before the stop.
+move (each only while its keeper is still there), and what became of each is journaled.
+A search may briefly miss a file that is still in place, but never lists one that is
+gone. Ctrl-C finishes the batch as it stands (recover.finish) and says what had gone
+before the stop.
 """
 
 from __future__ import annotations
@@ -74,7 +77,9 @@ def act(
         assert action.destination is not None
         moving = [p for g in groups for p in g.duplicates]
         roots = read_roots(table.db_path)
-        destination = check_destination(action.destination, roots, table.paths(), moving)
+        destination = check_destination(
+            action.destination, roots, table.paths(), moving, table.db_path
+        )
     checks = _Checks(groups, table, action, destination)
     batch = journal.begin(action.kind, destination)
     report = ActionReport([], [], [], [])
@@ -131,7 +136,13 @@ def _chunk(
     batch.intend(entries)
     table.delete_paths([p for paths in leaving.values() for p in paths])
     back: list[ImageRow] = []
-    for entry in entries:
+    for entry, (group, _) in zip(entries, planned, strict=True):
+        gone = checks.keeper_gone(group.keep)
+        if gone:  # removed behind photon's back since the chunk was checked
+            batch.failed(entry, gone)
+            report.failed.append((entry.source, gone))
+            back += entry.rows
+            continue
         try:
             where, info = _do(batch.kind, entry)
         except OSError as e:
@@ -180,6 +191,7 @@ class _Checks:
         self.stamps = dict(zip(data["path"], sizes, strict=True))
         self.action = action
         self.destination = destination
+        self.kept = {group.keep for group in groups}
         self.keepers: dict[tuple[int, int], str] = {}
         for group in groups:
             identity = _identity(group.keep)
@@ -196,6 +208,8 @@ class _Checks:
             return f"its keeper {group.keep} {keeper}"
         if path == group.keep:
             return "it is its own keeper (one path, two rows): run `photon index` first"
+        if path in self.kept:
+            return "it is the keeper of another group in this batch: kept"
         changed = self._changed(path)
         if changed:
             return f"it {changed}"
@@ -207,7 +221,7 @@ class _Checks:
         if os.path.islink(group.keep) and not os.path.islink(path):
             return f"its keeper {group.keep} is a symbolic link: keep a real file instead"
         other = self.keepers.get(identity)
-        if other is not None and other != path:
+        if other is not None:
             return f"it is the same file as {other}, which is kept (another path to it)"
         if identity in self.taken:
             return f"it is the same file as {self.taken[identity]}, already removed"
@@ -221,6 +235,11 @@ class _Checks:
                 return f"{target} already exists; not overwritten"
         self.taken[identity] = path
         return None
+
+    def keeper_gone(self, keeper: str) -> str | None:
+        """Why a duplicate must stay after all, its keeper gone since the check, or None."""
+        changed = self._changed(keeper)
+        return f"its keeper {keeper} {changed}" if changed else None
 
     def _changed(self, path: str) -> str | None:
         """Why the file no longer is what the table says, or None."""

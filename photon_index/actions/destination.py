@@ -5,9 +5,11 @@ folders that hold the table's files (all a database indexed before roots were re
 can tell): the destination may not be one of them, inside one (the next `photon index`
 would bring the copies back, and a later dedupe could keep a moved copy and remove the
 original), or above one (the root `/`, or $DIR/ with DIR unset, is above everything).
-Nor may it be empty (`--move-to "$DIR"`, DIR unset, would mean the current folder). It
-must be a folder (made if missing) that photon can write to, with room for every file
-that cannot be hard-linked.
+Nor may it be empty (`--move-to "$DIR"`, DIR unset, would mean the current folder), or
+inside the database folder or a trash folder (emptying the trash, or managing the index,
+would lose the copies). It must be a folder (made if missing) that photon can write to,
+with room for every file that cannot be hard-linked. A name the journal cannot record
+(a NUL, bytes that are not UTF-8, an unknown ~user) is refused before the batch begins.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Iterable
 from os import PathLike
 from pathlib import Path
 
+from photon_index.actions.trash import trash_folders
 from photon_index.errors import UsageError
 from photon_index.query.search import printable
 from photon_index.sizes import human_size
@@ -38,14 +41,22 @@ def check_destination(
     roots: Iterable[Path],
     table_paths: Iterable[str],
     moving: Iterable[str],
+    db: Path,
 ) -> Path:
     """The destination as an absolute folder, made if missing; UsageError if it is unsafe
-    or unusable for moving the files `moving` out of the library indexed from roots."""
-    if not os.fspath(destination).strip():
-        raise UsageError("--move-to is empty (an unset variable?): name the folder to move to")
-    destination = Path(os.path.abspath(Path(destination).expanduser()))
+    or unusable for moving the files `moving` out of the library indexed from roots into
+    the database db."""
+    destination = _absolute(destination)
     shown = printable(str(destination))
     real = Path(os.path.realpath(destination))
+    kept = [(Path(os.path.realpath(db)), "the index's database folder")]
+    kept += [(Path(os.path.realpath(t)), "a trash folder") for t in trash_folders(destination)]
+    for folder, what in kept:
+        if real == folder or folder in real.parents:
+            raise UsageError(
+                f"--move-to {shown} is inside {what} {printable(str(folder))}: choose a "
+                "folder of its own"
+            )
     if real == Path(real.anchor) or destination == Path(destination.anchor):
         raise UsageError(f"--move-to {shown} is the root folder: choose a folder of its own")
     if os.path.lexists(destination) and not destination.is_dir():
@@ -74,6 +85,24 @@ def check_destination(
         ) from e
     _check_room(destination, moving)
     return destination
+
+
+def _absolute(destination: str | PathLike[str]) -> Path:
+    """destination as an absolute path the journal can record, else UsageError."""
+    text = os.fspath(destination)
+    if not text.strip():
+        raise UsageError("--move-to is empty (an unset variable?): name the folder to move to")
+    if "\0" in text:
+        raise UsageError(f"--move-to {printable(text)} holds a NUL character: name a folder")
+    try:
+        text.encode("utf-8")
+        return Path(os.path.abspath(Path(text).expanduser()))
+    except UnicodeEncodeError:
+        raise UsageError(
+            f"--move-to {printable(text)} is not valid UTF-8: choose a folder with a plain name"
+        ) from None
+    except RuntimeError:  # ~name of no user
+        raise UsageError(f"--move-to {printable(text)}: no such user's home folder") from None
 
 
 def _check_room(destination: Path, moving: Iterable[str]) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from photon_index.actions.files import partial_name
 from photon_index.actions.journal import Batch, Entry, Journal
-from photon_index.actions.trash import locate
+from photon_index.actions.trash import FREEDESKTOP, locate
 from photon_index.store.schema import ImageRow
 from photon_index.store.table import ImageTable
 
@@ -59,11 +59,14 @@ def _left(batch: Batch, entry: Entry) -> bool:
         if batch.kind == "move" and entry.target:
             _remove_half_move(source, Path(entry.target))
         return False
+    # Neither here nor there: the user moved or deleted it since; not ours to undo.
     if batch.kind == "trash":
         trashed = locate(source)
-        batch.done(entry, trashed.file if trashed else None, trashed.info if trashed else None)
+        if trashed is None and FREEDESKTOP:  # elsewhere the trash cannot be searched
+            batch.failed(entry, "gone from its place, but not to the trash")
+        else:
+            batch.done(entry, trashed and trashed.file, trashed and trashed.info)
     elif batch.kind == "move" and entry.target and not os.path.lexists(entry.target):
-        # Neither here nor there: the user moved or deleted it since; not ours to undo.
         batch.failed(entry, "gone from its place, but not to the destination")
     else:
         batch.done(entry, entry.target)

@@ -64,6 +64,11 @@ def restore(trashed: Trashed, original: Path) -> None:
     Path(trashed.info).unlink(missing_ok=True)
 
 
+def trash_folders(place: Path) -> list[Path]:
+    """The trash folders a file in the folder place may be sent to."""
+    return [folder for folder, _ in _trash_dirs(place / "file")]
+
+
 def _trash_dirs(original: Path) -> list[tuple[Path, Path]]:
     """(trash folder, the folder its .trashinfo paths are relative to) that send2trash
     may have used for original."""

@@ -43,6 +43,7 @@ class IndexReport:
     skipped: int = 0  # unchanged since the last run: not even read
     removed: int = 0
     failed: int = 0
+    tagged: int = 0  # pictures given tags at the end of the run (README, "Tags")
     elapsed: float = 0.0
     images_per_second: float = 0.0  # embedded images per second of wall time
     device: str = ""

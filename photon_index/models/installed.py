@@ -6,12 +6,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from photon_index.errors import ChecksumError, ModelError
 from photon_index.models.registry import BUNDLED_DIR, DEFAULT_TEXT, DEFAULT_VISION, ModelSpec
+from photon_index.store.atomic import write_atomic
 
 MANIFEST = "photon.json"
 SAMPLE_BLOCKS = 16  # blocks read by sampled_hash, spread evenly from start to end
@@ -197,6 +197,8 @@ def _remember_verified(folder: Path, relative: str, stamp: list[int], sample: st
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", "utf-8")
-    os.replace(tmp, path)
+    # A temp name of this writer's own: the indexer and its workers may record the
+    # same model's checks at once, and a shared name let one replace the file with the
+    # other's half-written one (read back as empty JSON).
+    text = json.dumps(data, indent=2) + "\n"
+    write_atomic(path, lambda f: f.write(text.encode()))

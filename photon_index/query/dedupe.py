@@ -12,7 +12,9 @@ Tiers nest, so no file is a duplicate twice: each exact group is collapsed to it
 before the near tier runs, and each near group to its keeper before the similar tier.
 A file is therefore listed as a duplicate in at most one group, while the keeper of a
 stricter group can reappear in a looser one (as its keeper or as one of its duplicates).
-Acting on every group, strictest first, leaves exactly one file of each cluster.
+Acting on every group never removes a keeper (actions/apply.py): a stricter group's
+keeper listed as a looser group's duplicate stays, and goes in the next run, when it
+is no group's keeper any more.
 
 Two paths of one file (a hard link, or a file seen through a symlinked folder) are one
 picture, never a duplicate pair: the second path is an alias, reported with its group

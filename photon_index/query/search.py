@@ -8,6 +8,7 @@ The library API also takes pictures as bytes (an upload), and a ready-made vecto
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import unicodedata
@@ -39,6 +40,7 @@ FIRST_DAY = date(1678, 1, 1)
 LAST_DAY = date(2262, 1, 1)
 SCORE_PROBABILITY = "probability"  # SigLIP's sigmoid: a calibrated text-picture match
 SCORE_COSINE = "cosine"  # cosine similarity, for picture and combined queries
+MAX_WEIGHT = 1000.0  # a term's weight at most, either way: 400 nines would make inf, NaN
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class Filters:
     where: str | None = None
     camera: str | None = None  # exactly as the camera column holds it
     min_score: float | None = None  # hits scoring below it are left out
+    tags: tuple[str, ...] = ()  # only pictures with every one of these tags (README, "Tags")
 
     def __post_init__(self) -> None:
         if self.after is not None and self.before is not None and self.after >= self.before:
@@ -167,6 +170,11 @@ def _term(text: str, sign: float, files: bool) -> Term:
     match = _WEIGHT.match(text)
     if match and not (files and _is_file(Path(text))):
         weight, value = float(match.group(1)), match.group(2)
+        if not abs(weight) <= MAX_WEIGHT:
+            raise UsageError(
+                f"the weight {match.group(1)[:20]} is too large: use one from "
+                f"-{MAX_WEIGHT:g} to {MAX_WEIGHT:g}"
+            )
     kind = "image" if files and _is_file(Path(value).expanduser()) else "text"
     if kind == "text" and not value.strip():
         raise UsageError("an empty text can't be searched for")
@@ -238,13 +246,49 @@ class Searcher:
         self.model = encoders.model
         self.settings = settings
 
-    def search(self, terms: list[Term], filters: Filters, limit: int) -> SearchResults:
+    def search(
+        self,
+        terms: list[Term],
+        filters: Filters,
+        limit: int,
+        *,
+        among: np.ndarray | None = None,
+    ) -> SearchResults:
+        """among: row ids the hits must be among (those with the filter's tags)."""
         _check_limit(limit)
         filters.sql()  # before the model loads: a bad filter fails fast
-        return self.nearest(self.query_vector(terms), _score_kind(terms), filters, limit)
+        kind = _score_kind(terms)
+        return self.nearest(self.query_vector(terms), kind, filters, limit, among=among)
+
+    def tagged(
+        self, rows: np.ndarray, lowest: np.ndarray, filters: Filters, limit: int
+    ) -> SearchResults:
+        """The pictures with the filter's tags alone, no text: rows (best first) and the
+        lowest logit of the tags of each; scored by that logit's probability."""
+        _check_limit(limit)
+        allowed = self.table.ids_where(filters.sql())
+        if allowed is not None:
+            kept = np.isin(rows, allowed)
+            rows, lowest = rows[kept], lowest[kept]
+        columns = ["path", "taken_at", "width", "height"]
+        found = self.table.take_rows(rows[:limit].tolist(), columns).to_pylist()
+        hits: list[Hit] = []
+        for row, value in zip(found, lowest[:limit].tolist(), strict=True):
+            score = round(1.0 / (1.0 + math.exp(-value)), 6)
+            if filters.min_score is not None and score < filters.min_score:
+                break
+            cosine = (value - self.model.logit_bias) / self.model.logit_scale
+            hits.append(_hit(row, len(hits) + 1, score, 1.0 - cosine))
+        return SearchResults(SCORE_PROBABILITY, hits)
 
     def by_vector(
-        self, vector: np.ndarray, filters: Filters, limit: int, *, exclude: str | None = None
+        self,
+        vector: np.ndarray,
+        filters: Filters,
+        limit: int,
+        *,
+        exclude: str | None = None,
+        among: np.ndarray | None = None,
     ) -> SearchResults:
         """The pictures nearest to vector (any length: it is normalised), by cosine;
         exclude: a path left out of the results (the picture a "more like this" is of)."""
@@ -258,7 +302,9 @@ class Searcher:
         norm = float(np.linalg.norm(vector))
         if not np.isfinite(norm) or norm < 1e-6:
             raise UsageError("the vector must be finite and not zero")
-        return self.nearest(vector / norm, SCORE_COSINE, filters, limit, exclude=exclude)
+        return self.nearest(
+            vector / norm, SCORE_COSINE, filters, limit, exclude=exclude, among=among
+        )
 
     def nearest(
         self,
@@ -268,32 +314,27 @@ class Searcher:
         limit: int,
         *,
         exclude: str | None = None,
+        among: np.ndarray | None = None,
     ) -> SearchResults:
-        """The best limit hits for a unit query vector, scored as kind."""
+        """The best limit hits for a unit query vector, scored as kind; among: row ids
+        the hits must be among, searched exactly."""
         search = self.settings.search
         how = Nearest(search.nprobes, search.refine_factor, search.filtered_exact_rows)
         columns = ["path", "taken_at", "width", "height"]
         # One more, for the excluded path to take the place of.
         asked = limit + (exclude is not None)
-        rows = self.table.nearest(vector, asked, how, columns, filters.sql()).to_pylist()
+        if among is not None:
+            found = self.table.nearest_among(vector, asked, columns, np.sort(among), filters.sql())
+        else:
+            found = self.table.nearest(vector, asked, how, columns, filters.sql())
+        rows = found.to_pylist()
         rows = [row for row in rows if row["path"] != exclude][:limit]
         hits = []
         for row in rows:
             score = self._score(1.0 - row["_distance"], kind)
             if filters.min_score is not None and score < filters.min_score:
                 break  # rows come best first
-            hits.append(
-                Hit(
-                    id=image_id(row["path"]),
-                    rank=len(hits) + 1,
-                    path=row["path"],
-                    score=score,
-                    distance=float(row["_distance"]),
-                    taken_at=row["taken_at"],
-                    width=row["width"],
-                    height=row["height"],
-                )
-            )
+            hits.append(_hit(row, len(hits) + 1, score, float(row["_distance"])))
         return SearchResults(kind, hits)
 
     def query_vector(self, terms: list[Term]) -> np.ndarray:
@@ -344,6 +385,19 @@ class Searcher:
         from photon_index.embed import text_image_probability
 
         return round(float(text_image_probability(np.float64(cosine), self.model)), 6)
+
+
+def _hit(row: dict[str, Any], rank: int, score: float, distance: float) -> Hit:
+    return Hit(
+        id=image_id(row["path"]),
+        rank=rank,
+        path=row["path"],
+        score=score,
+        distance=distance,
+        taken_at=row["taken_at"],
+        width=row["width"],
+        height=row["height"],
+    )
 
 
 def _check_limit(limit: int) -> None:

@@ -40,7 +40,7 @@ def serve(
         import uvicorn
 
         from photon_index.serve.app import create_app
-        from photon_index.serve.security import LOOPBACK_HOSTS, is_loopback
+        from photon_index.serve.security import allowed_hosts, is_loopback
     except ModuleNotFoundError as e:
         raise UsageError(f"{INSTALL_HINT} ({e.name} is missing)") from e
     if token is not None and len(token) < MIN_TOKEN:
@@ -48,7 +48,7 @@ def serve(
     local = is_loopback(host)
     if not local and token is None:
         token = secrets.token_urlsafe(24)
-    app = create_app(index, token=token, hosts=LOOPBACK_HOSTS if local else None)
+    app = create_app(index, token=token, hosts=allowed_hosts(host))
     listener = _listen(host, port)
     url = f"http://{_address(host)}:{listener.getsockname()[1]}/"
     if token:

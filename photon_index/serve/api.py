@@ -22,7 +22,7 @@ from photon_index.config import MAX_RESULTS
 from photon_index.errors import FileChangedError, NotFoundError, PhotonError, UsageError
 from photon_index.index import Index
 from photon_index.serve import duplicates
-from photon_index.serve.forms import SearchForm, checked_id
+from photon_index.serve.forms import SearchForm, check_upload, checked_id
 
 router = APIRouter(prefix="/api", tags=["api"])
 log = logging.getLogger("photon.serve")
@@ -31,6 +31,7 @@ log = logging.getLogger("photon.serve")
 # the index decoded it as, never as what its name or bytes might suggest.
 MEDIA_TYPES = {
     "JPEG": "image/jpeg",
+    "MPO": "image/jpeg",  # a camera JPEG with a preview in its MP extension
     "PNG": "image/png",
     "WEBP": "image/webp",
     "GIF": "image/gif",
@@ -86,6 +87,10 @@ def search(
     camera: Camera = None,
     min_score: MinScore = None,
     sort: Sort = "relevance",
+    tag: Annotated[
+        list[str] | None,
+        Query(description="Only pictures with this tag (repeatable: all of them)."),
+    ] = None,
 ) -> dict[str, Any]:
     index = _index(request)
     k = k or index.settings.search.limit
@@ -98,6 +103,7 @@ def search(
         min_score=min_score,
         sort=sort,
         k=k,
+        tags=tuple(t for t in tag or () if t.strip()),
     )
     return form.run(index, k).to_dict()
 
@@ -180,6 +186,7 @@ async def search_by(request: Request) -> dict[str, Any]:
     data = await picture.read()
     if not data:
         raise UsageError("the uploaded picture is empty")
+    check_upload(data)
     text = {name: value for name, value in fields.items() if isinstance(value, str)}
     form = SearchForm.parse({**text, "k": text.get("k") or str(index.settings.search.limit)})
     results = await run_in_threadpool(form.run, index, form.k, [data])
@@ -281,7 +288,9 @@ def similar(
 @router.get("/duplicates", summary="Groups of duplicates, each with its suggested keeper")
 def list_duplicates(
     request: Request,
-    similar: Annotated[bool, Query(description="Also pictures of the same scene.")] = False,
+    similar: Annotated[
+        bool, Query(description="Also groups of similar pictures: the same scene, not copies.")
+    ] = False,
 ) -> dict[str, Any]:
     groups = _index(request).dedupe(similar=similar)
     return {"groups": [group_json(g) for g in groups]}
@@ -317,7 +326,11 @@ class DuplicateAction(BaseModel):
     )
     groups: list[GroupChoice] = Field(default_factory=list)
     destination: str = Field("", description="move: the folder (outside the library).")
-    similar: bool = Field(False, description="The groups include pictures of the same scene.")
+    similar: bool = Field(
+        False,
+        description="Move or trash groups of similar pictures (tier `similar`: the same "
+        "scene, not copies) too; without it such a group is refused.",
+    )
 
 
 @router.post("/duplicates/actions", summary="Move, trash or dismiss duplicates, or undo")

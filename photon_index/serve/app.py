@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
@@ -25,7 +25,7 @@ from photon_index.errors import (
     PhotonError,
 )
 from photon_index.index import Index
-from photon_index.serve.forms import PAGE, Recent, Uploads
+from photon_index.serve.forms import PAGE, Busy, Recent, Uploads
 from photon_index.serve.security import LOOPBACK_HOSTS, Guard
 from photon_index.sizes import human_size
 
@@ -63,6 +63,7 @@ def create_app(
     app.add_exception_handler(PhotonError, _photon_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _bug)
     app.add_middleware(Guard, token=token, hosts=hosts, max_body=max_upload)
     return app
 
@@ -91,7 +92,7 @@ def status_of(error: PhotonError) -> int:
         return 404
     if isinstance(error, FileChangedError):
         return 409  # the file is not what was indexed any more: index again
-    if isinstance(error, (DatabaseError, ModelError, ConfigError)):
+    if isinstance(error, (DatabaseError, ModelError, ConfigError, Busy)):
         return 503
     return 400
 
@@ -101,6 +102,8 @@ def wants_json(request: Request) -> bool:
 
 
 def error_response(request: Request, status: int, message: str) -> Response:
+    # A message may echo what was sent, lone surrogates included: escape what UTF-8 can't.
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     if wants_json(request):
         return JSONResponse({"error": message}, status_code=status)
     page = request.app.state.templates.TemplateResponse(
@@ -138,6 +141,15 @@ async def _http_error(request: Request, error: Exception) -> Response:
     response = error_response(request, error.status_code, message)
     response.headers.update(error.headers or {})
     return response
+
+
+async def _bug(request: Request, error: Exception) -> Response:
+    """A true bug: a 500 the browser or client can show instead of a dropped connection.
+    Starlette raises the error again once this is sent, and uvicorn logs its traceback."""
+    message = "the server failed on this request (a bug; the server's log has the details)"
+    if wants_json(request):
+        return JSONResponse({"error": message}, status_code=500)
+    return HTMLResponse(f"<!doctype html><title>photon</title><h1>500</h1><p>{message}</p>", 500)
 
 
 def _day(value: datetime | date | None) -> str:

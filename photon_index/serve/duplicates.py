@@ -1,16 +1,19 @@
 """Duplicate groups as the web app shows them and acts on them. A group is named by a
 key that holds across page loads (its tier and suggested keeper), and a person may
 pick another keeper; an action is always on groups the index finds now, so a stale
-page or a made-up request can never move a picture that is not a duplicate."""
+page or a made-up request can never move a picture that is not a duplicate. Similar
+pictures (the same scene, not copies) move or go to the trash only when asked for in
+so many words, as the CLI's --delete-similar."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from photon_index.errors import UsageError
+from photon_index.query.search import printable
 from photon_index.store.schema import image_id
 
 if TYPE_CHECKING:
@@ -22,6 +25,11 @@ ACTIONS = ("move", "trash", "dismiss", "undo")
 
 def group_key(group: DuplicateGroup) -> str:
     return f"{group.tier}-{image_id(group.keep)}"
+
+
+def is_similar(key: str) -> bool:
+    """Whether a group key names a group of similar pictures, not copies."""
+    return key.startswith("similar-")
 
 
 @dataclass(frozen=True)
@@ -54,25 +62,31 @@ class Choice:
     keep: str | None = None  # image id of the keeper picked; None: the suggested one
 
 
-def chosen(index: Index, choices: Sequence[Choice], *, similar: bool) -> list[DuplicateGroup]:
+def chosen(index: Index, choices: Sequence[Choice]) -> list[DuplicateGroup]:
     """The groups the choices name, each with its picked keeper. A key the index does not
-    find now (acted on, dismissed, files changed) is a UsageError: reload and look again."""
+    find now (acted on, dismissed, files changed) is a UsageError: reload and look again.
+    So is a key given twice: with two keepers, each would go as the other's copy."""
     if not choices:
         raise UsageError("no duplicate group chosen")
-    found = {group_key(g): g for g in index.dedupe(similar=similar)}
+    keys = [c.key for c in choices]
+    twice = next((k for k in keys if keys.count(k) > 1), None)
+    if twice is not None:
+        raise UsageError(f"the duplicate group {printable(twice)} is chosen twice: choose it once")
+    found = {group_key(g): g for g in index.dedupe(similar=any(map(is_similar, keys)))}
     groups = []
     for choice in choices:
         group = found.get(choice.key)
         if group is None:
             raise UsageError(
-                f"the duplicate group {choice.key} is not in the index any more (acted on, "
-                "marked as not duplicates, or its files changed): reload the page"
+                f"the duplicate group {printable(choice.key)} is not in the index any more "
+                "(acted on, marked as not duplicates, or its files changed): reload the page"
             )
         if choice.keep and choice.keep != image_id(group.keep):
             members = {image_id(p): p for p in group.duplicates}
             if choice.keep not in members:
                 raise UsageError(
-                    f"picture {choice.keep} is not one of the duplicate group {choice.key}"
+                    f"picture {printable(choice.keep)} is not one of the duplicate group "
+                    f"{choice.key}"
                 )
             group = group.with_keeper(members[choice.keep])
         groups.append(group)
@@ -88,20 +102,27 @@ def act(
     destination: str = "",
 ) -> Any:
     """Do action ("move", "trash", "dismiss" or "undo") on the chosen groups; returns the
-    library's report (ActionReport, UndoReport, or the list of dismissed groups)."""
+    library's report (ActionReport, UndoReport, or the list of dismissed groups).
+    similar: the person asked to move or trash groups of similar pictures too."""
     if action not in ACTIONS:
-        raise UsageError(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
+        raise UsageError(f"action must be one of {', '.join(ACTIONS)}, not {printable(action)!r}")
     if action == "undo":
         return index.undo()
-    folder = Path(destination.strip()).expanduser()
+    folder = destination.strip()
     # The server's working folder means nothing to the person at the browser.
-    if action == "move" and not folder.is_absolute():
+    if action == "move" and not (folder.startswith("~") or os.path.isabs(folder)):
         raise UsageError("say which folder to move the copies to, as a full path")
-    groups = chosen(index, choices, similar=similar)
+    groups = chosen(index, choices)
+    if action in ("move", "trash") and not similar:
+        scene = next((group_key(g) for g in groups if g.tier == "similar"), None)
+        if scene is not None:
+            raise UsageError(
+                f"the group {scene} holds similar pictures, not copies: ask for them "
+                "explicitly (similar) to move or trash them"
+            )
     if action == "move":
         return index.move_duplicates(groups, folder)
     if action == "trash":
-        # similar: the person chose to see and act on pictures of the same scene.
         return index.trash_duplicates(groups, similar=similar)
     for group in groups:
         index.dismiss_duplicates(group)

@@ -5,6 +5,7 @@ were uploaded to search with."""
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import threading
 from collections import OrderedDict
@@ -16,17 +17,29 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 from urllib.parse import urlencode
 
 from photon_index.config import MAX_RESULTS
-from photon_index.errors import UsageError
+from photon_index.errors import ImageError, PhotonError, UsageError
 
 if TYPE_CHECKING:
     from photon_index.index import Index
     from photon_index.query.search import Filters, SearchResults
 
 PAGE = 60  # pictures per page of the result grid
+# An uploaded picture's pixels at most, far below index.max_pixels: the header is read
+# first, so a small file that would decode to gigabytes is refused before decoding.
+UPLOAD_PIXELS = 50_000_000
+# Searches with an uploaded picture decoding and embedding at once, each up to a few
+# hundred MB; the others wait their turn up to BUSY_WAIT seconds, then get a 503.
+DECODES = 2
+BUSY_WAIT = 30.0
+_decoding = threading.BoundedSemaphore(DECODES)
 DEFAULT_K = 600  # results a search fetches at most (ten pages)
 SORTS = ("relevance", "date")
 
 V = TypeVar("V")
+
+
+class Busy(PhotonError):
+    """The server is decoding as many uploaded pictures as it takes at once (503)."""
 
 
 class Recent(Generic[V]):
@@ -67,6 +80,7 @@ class Uploads(Recent[bytes]):
     def add(self, data: bytes) -> str:
         if not data:
             raise UsageError("the uploaded picture is empty")
+        check_upload(data)
         key = hashlib.sha256(data).hexdigest()[:16]
         self.put(key, data, len(data))
         return key
@@ -76,6 +90,22 @@ class Uploads(Recent[bytes]):
         if data is None:
             raise UsageError("the server no longer holds that uploaded picture: upload it again")
         return data
+
+
+def check_upload(data: bytes) -> None:
+    """UsageError if an uploaded picture's header says it has over UPLOAD_PIXELS pixels;
+    one that cannot be read is left to the library, which says why."""
+    from photon_index.decode import pixel_size
+
+    try:
+        width, height = pixel_size(data)
+    except ImageError:
+        return
+    if width * height > UPLOAD_PIXELS:
+        raise UsageError(
+            f"the uploaded picture has {width}x{height} pixels, above this server's limit "
+            f"of {UPLOAD_PIXELS:,}: upload a smaller one"
+        )
 
 
 def parse_box(text: str) -> tuple[str | None, list[str], list[str]]:
@@ -111,6 +141,7 @@ class SearchForm:
     sort: str = "relevance"
     k: int = DEFAULT_K
     page: int = 1
+    tags: tuple[str, ...] = ()  # only pictures with every one of these (`tag`, repeatable)
     # Parameters as given, for links that keep the form as the person filled it.
     given: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
@@ -121,6 +152,10 @@ class SearchForm:
         sort = text["sort"] or "relevance"
         if sort not in SORTS:
             raise UsageError(f"sort must be one of {', '.join(SORTS)}, not {sort!r}")
+        # A form or an address may repeat `tag`; a plain mapping holds one.
+        getlist = getattr(params, "getlist", None)
+        given_tags = getlist("tag") if getlist else [params.get("tag", "")]
+        tags = tuple(dict.fromkeys(t.strip() for t in given_tags if str(t).strip()))
         return cls(
             q=str(params.get("q", "")),
             picture=text["picture"],
@@ -133,12 +168,13 @@ class SearchForm:
             sort=sort,
             k=int(_number(text["k"], "k", 1, MAX_RESULTS) or DEFAULT_K),
             page=int(_number(text["page"], "page", 1, MAX_RESULTS) or 1),
+            tags=tags,
             given=tuple((k, text[k] if k != "q" else str(params.get("q", ""))) for k in _FIELDS),
         )
 
     @property
     def empty(self) -> bool:
-        return not (self.q.strip() or self.picture or self.like)
+        return not (self.q.strip() or self.picture or self.like or self.tags)
 
     @property
     def liking(self) -> bool:
@@ -152,19 +188,32 @@ class SearchForm:
     def filters(self) -> Filters:
         from photon_index.query.search import Filters
 
+        # The server's working folder means nothing to the person at the browser.
+        if self.folder and not os.path.isabs(self.folder):
+            raise UsageError(f"in must be a full path to a folder, not {self.folder!r}")
         return Filters(
             under=Path(self.folder) if self.folder else None,
             after=self.after,
             before=self.before,
             camera=self.camera or None,
             min_score=self.min_score,
+            tags=self.tags,
         )
 
-    def query(self, **changes: str | int) -> str:
-        """This form's address query, with changes; empty fields are left out."""
+    def query(self, tags: Sequence[str] | None = None, **changes: str | int) -> str:
+        """This form's address query, with changes (tags: the `tag` filters instead of
+        this form's); empty fields are left out."""
         values = {k: v for k, v in self.given if k != "page"}
         values.update({k: str(v) for k, v in changes.items()})
-        return urlencode([(k, v) for k, v in values.items() if v != ""])
+        pairs = [(k, v) for k, v in values.items() if v != ""]
+        return urlencode(pairs + [("tag", t) for t in (self.tags if tags is None else tags)])
+
+    def with_tag(self, tag: str) -> str:
+        """This form's address query with one more tag filter."""
+        return self.query(tags=[*self.tags, tag] if tag not in self.tags else self.tags)
+
+    def without_tag(self, tag: str) -> str:
+        return self.query(tags=[t for t in self.tags if t != tag])
 
     def run(self, index: Index, upto: int, pictures: Sequence[bytes] = ()) -> SearchResults:
         """The results, at least the first `upto` (all k when sorted by date: the date
@@ -175,15 +224,21 @@ class SearchForm:
             results = index.similar(self.like, limit=limit, filters=filters)
         else:
             query, add, sub = parse_box(self.q)
-            results = index.search(
-                query,
-                add=add,
-                sub=sub,
-                pictures=pictures,
-                limit=limit,
-                filters=filters,
-                files=False,
-            )
+            if pictures and not _decoding.acquire(timeout=BUSY_WAIT):
+                raise Busy("the server is busy with other pictures: try again in a moment")
+            try:
+                results = index.search(
+                    query,
+                    add=add,
+                    sub=sub,
+                    pictures=pictures,
+                    limit=limit,
+                    filters=filters,
+                    files=False,
+                )
+            finally:
+                if pictures:
+                    _decoding.release()
         return results.by_date() if self.sort == "date" else results
 
 

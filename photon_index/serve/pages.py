@@ -21,9 +21,11 @@ from photon_index.serve.forms import PAGE, SearchForm, checked_id
 
 if TYPE_CHECKING:
     from photon_index.query.search import Hit
+    from photon_index.tags import TagCount
 
 router = APIRouter(include_in_schema=False)
 GROUPS_PAGE = 20  # duplicate groups per page
+CHIPS = 24  # the library's most common tags shown above the results
 
 
 def _index(request: Request) -> Index:
@@ -75,7 +77,18 @@ def search_page(request: Request) -> Response:
     headers = request.headers
     partial = "hx-request" in headers and "hx-history-restore-request" not in headers
     name = "_results.html" if partial else "search.html"
-    return _render(request, name, {"form": form, "grid": grid, "error": error}, status)
+    context = {"form": form, "grid": grid, "error": error}
+    if not partial:  # the chips count every picture's tags: not on each keystroke
+        context["chips"] = _chips(_index(request))
+    return _render(request, name, context, status)
+
+
+def _chips(index: Index) -> list[TagCount]:
+    """The library's most common tags; none before it is tagged."""
+    try:
+        return index.tags()[:CHIPS]
+    except PhotonError:
+        return []
 
 
 @router.get("/results")
@@ -113,13 +126,15 @@ def picture_page(request: Request, image_id: str) -> Response:
     form = SearchForm.parse(request.query_params)
     at = _position(request.query_params.get("at", ""))
     context: dict[str, Any] = {"record": record, "form": form, "at": at}
+    context["tags"] = index.stored_tags(record.path)
     context.update(_neighbours(request, form, image_id, at))
     context["groups"] = duplicates.views(index, index.duplicates_of(image_id))
     return _render(request, "picture.html", context)
 
 
 def _position(text: str) -> int | None:
-    return int(text) if text.isdigit() and int(text) < 10**6 else None
+    # ASCII digits only: '²'.isdigit() is True, but int() refuses it.
+    return int(text) if text.isascii() and text.isdigit() and int(text) < 10**6 else None
 
 
 def _neighbours(
@@ -155,7 +170,8 @@ def duplicates_page(request: Request) -> Response:
     context = {
         "groups": duplicates.views(index, shown),
         "total": len(groups),
-        "copies": sum(len(g.duplicates) for g in groups),
+        "copies": sum(len(g.duplicates) for g in groups if g.tier != "similar"),
+        "alike": sum(len(g.duplicates) for g in groups if g.tier == "similar"),
         "similar": similar,
         "page": page,
         "pages": max(1, -(-len(groups) // GROUPS_PAGE)),
@@ -167,13 +183,18 @@ def duplicates_page(request: Request) -> Response:
 @router.post("/duplicates/actions")
 async def duplicates_action(request: Request) -> Response:
     """An action from the duplicates page: `act` is ACTION:KEY (one group) or ACTION:all
-    (every group on the page), or undo; the outcome shows on the page it goes back to."""
+    (every group of copies on the page), ACTION-similar:KEY (a group of similar pictures,
+    from its own buttons), or undo; the outcome shows on the page it goes back to."""
     fields = await request.form()
     text = {k: v for k, v in fields.multi_items() if isinstance(v, str)}
     action, _, target = str(fields.get("act", "")).partition(":")
-    keys = [str(k) for k in fields.getlist("group")] if target == "all" else [target]
+    action, alike = action.removesuffix("-similar"), action.endswith("-similar")
+    if target == "all":  # copies only: similar pictures go by their own buttons
+        keys = [str(k) for k in fields.getlist("group") if not duplicates.is_similar(str(k))]
+    else:
+        keys = [target]
     choices = [duplicates.Choice(k, text.get(f"keep-{k}") or None) for k in keys if k]
-    similar = fields.get("similar") == "1"
+    similar = fields.get("similar") == "1"  # the page shows similar pictures
 
     def run() -> duplicates.Outcome:
         with request.app.state.writes:
@@ -182,7 +203,7 @@ async def duplicates_action(request: Request) -> Response:
                     _index(request),
                     action,
                     choices,
-                    similar=similar,
+                    similar=alike,
                     destination=text.get("destination", ""),
                 )
             except PhotonError as e:
@@ -194,7 +215,7 @@ async def duplicates_action(request: Request) -> Response:
     request.app.state.reports.put(key, outcome)
     back = f"/duplicates?report={key}" + ("&similar=1" if similar else "")
     page = str(fields.get("page", ""))
-    if page.isdigit() and page != "1":
+    if _position(page) not in (None, 1):
         back += f"&page={page}"
     return RedirectResponse(back, status_code=303)
 

@@ -3,8 +3,11 @@
 - Host: on a loopback bind only loopback host names are answered, so a page elsewhere
   cannot reach the app through DNS rebinding (its own name resolving to 127.0.0.1).
 - Token: when the app has one (any bind but loopback), every route but /api/health needs
-  it: `?token=` is exchanged for an HttpOnly cookie (and a redirect that drops it from
-  the address bar), or it comes as `Authorization: Bearer`.
+  it: `?token=` is exchanged for an HttpOnly cookie (and a redirect to a path of this
+  server that drops it from the address bar), or it comes as `Authorization: Bearer`.
+  Browsers send a host's cookies to every port of it, so the cookie, photon_PORT, holds
+  a session value derived from the token, never the token: another service on the host
+  that receives it cannot use it as ?token= or Bearer.
 - Same origin: a state-changing request (anything but GET, HEAD, OPTIONS) that a browser
   marks as coming from another site is refused. Browsers send Sec-Fetch-Site or Origin
   with every such request; a request with neither is not from a browser (curl, a
@@ -16,18 +19,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import html
 import ipaddress
 from collections.abc import Collection
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from starlette.datastructures import URL, Headers
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-COOKIE = "photon_token"
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 OPEN_PATHS = frozenset({"/api/health"})  # for monitoring: no token, no secrets in it
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -55,6 +58,17 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def allowed_hosts(host: str) -> frozenset[str] | None:
+    """The Host names a server bound to host answers: on a loopback bind the loopback
+    names and the bound address itself (127.0.0.2 too); elsewhere any (None)."""
+    return LOOPBACK_HOSTS | {host.strip("[]")} if is_loopback(host) else None
+
+
+def session_value(token: str) -> str:
+    """What the cookie holds: accepted as a cookie only, and useless as the token."""
+    return hmac.new(token.encode(), b"photon-session", hashlib.sha256).hexdigest()
+
+
 class TooLarge(Exception):
     """The request body passed the upload limit while it was being read."""
 
@@ -72,6 +86,7 @@ class Guard:
     ) -> None:
         self.app = app
         self.token = token
+        self.session = session_value(token) if token is not None else None
         self.hosts = None if hosts is None else frozenset(hosts)
         self.max_body = max_body
 
@@ -123,31 +138,44 @@ class Guard:
         if request.method not in SAFE_METHODS and not same_origin(request.headers, request.url):
             return _error(request, 403, "a request from another site may not change anything here")
         length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.max_body:
+        if length.isascii() and length.isdigit() and int(length) > self.max_body:
             return self._too_large(request)
         return None
 
     def _token_refusal(self, request: Request) -> Response | None:
-        assert self.token is not None
+        assert self.token is not None and self.session is not None
         offered = request.query_params.get("token")
         if offered is not None and request.method == "GET":
             if not _equal(offered, self.token):
                 return _unauthorized(request, "the token in the address is not this server's")
             # Exchange it for a cookie, and take it out of the address bar and history.
             rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
-            target = request.url.path + (f"?{urlencode(rest)}" if rest else "")
+            target = _local_path(request.scope["path"]) + (f"?{urlencode(rest)}" if rest else "")
             response = RedirectResponse(target, status_code=303)
-            response.set_cookie(COOKIE, self.token, httponly=True, samesite="strict")
+            name = cookie_name(request)
+            response.set_cookie(name, self.session, httponly=True, samesite="strict")
             return response
-        cookie = request.cookies.get(COOKIE, "")
+        cookie = request.cookies.get(cookie_name(request), "")
         bearer = request.headers.get("authorization", "")
-        if _equal(cookie, self.token) or _equal(bearer, f"Bearer {self.token}"):
+        if _equal(cookie, self.session) or _equal(bearer, f"Bearer {self.token}"):
             return None
         return _unauthorized(request, "open the address with the token that photon serve printed")
 
     def _too_large(self, request: Request) -> Response:
         limit = self.max_body / 2**20
         return _error(request, 413, f"the upload is larger than this server's {limit:g} MB limit")
+
+
+def cookie_name(request: Request) -> str:
+    """photon_PORT: two servers on one host each keep their own cookie."""
+    server = request.scope.get("server")
+    return f"photon_{server[1]}" if server and server[1] else "photon"
+
+
+def _local_path(path: str) -> str:
+    """A request's (decoded) path as a redirect that stays on this server: `//evil.com/`
+    or `/\\evil.com` would send the browser to another host."""
+    return "/" + quote(path).lstrip("/")
 
 
 def same_origin(headers: Headers, url: URL) -> bool:

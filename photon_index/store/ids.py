@@ -39,6 +39,14 @@ class ImageIds:
             return int(self._rows[i])
         return None
 
+    def row_ids(self, paths: list[str]) -> np.ndarray:
+        """The row id of each path, in their order; -1 for a path not in this version."""
+        keys = np.fromiter((_key(p) for p in paths), dtype=np.uint64, count=len(paths))
+        if not len(self._keys):
+            return np.full(len(keys), -1, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
+        return np.where(self._keys[at] == keys, self._rows[at].astype(np.int64), -1)
+
 
 def _key(path: str) -> int:
     """image_id(path) as an integer (its first 8 bytes), without the hex round trip."""

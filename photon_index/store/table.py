@@ -151,6 +151,21 @@ class ImageTable:
         with self._reading():
             return self.dataset.to_table(columns=names, with_row_id=True)
 
+    def scan(self, names: list[str], rows: int) -> Iterator[pa.RecordBatch]:
+        """The columns of every row, in batches of at most `rows` rows: memory stays
+        bounded however large the table."""
+        with self._reading():
+            yield from self.dataset.to_batches(columns=names, batch_size=rows)
+
+    def sample(self, rows: int, names: list[str], seed: int = 0) -> pa.Table:
+        """The columns of `rows` rows drawn at random (all of them when there are fewer)."""
+        total = self.count()
+        if total <= rows:
+            return self.columns(names)
+        picked = np.sort(np.random.default_rng(seed).choice(total, rows, replace=False))
+        with self._reading():
+            return self.dataset.take(picked, columns=names)
+
     def take_rows(self, row_ids: list[int], names: list[str]) -> pa.Table:
         """The rows with these ids (from with_row_ids of this version), in their order."""
         with self._reading():
@@ -247,6 +262,28 @@ class ImageTable:
             if where is None or type(e).__name__ != "PanicException":
                 raise
             raise _filter_rejected(e) from e
+
+    def nearest_among(
+        self,
+        vector: np.ndarray,
+        limit: int,
+        columns: list[str],
+        ids: np.ndarray,
+        where: str | None = None,
+    ) -> pa.Table:
+        """nearest(), exactly, among the rows with these ids (of this version) that pass
+        where: for a set of rows found outside the table, such as those with a tag."""
+        with self._searching(where):
+            if where is not None:
+                ids = np.intersect1d(ids, self._ids(where))
+            return self._nearest_exactly(vector, limit, columns, ids)
+
+    def ids_where(self, where: str | None) -> np.ndarray | None:
+        """Row ids of the rows that pass the filter; None: no filter, every row."""
+        if where is None:
+            return None
+        with self._searching(where):
+            return self._ids(where)
 
     def _ids(self, where: str) -> np.ndarray:
         """Row ids of the rows that pass the filter."""
