@@ -38,6 +38,7 @@ pytestmark = [
 if CHROMIUM.exists():
     import uvicorn
     from selenium import webdriver
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -122,7 +123,19 @@ def shot(browser: WebDriver, artifacts: Path, request: pytest.FixtureRequest) ->
 
 
 def wait_for(browser: WebDriver, check: Callable[[WebDriver], object], seconds: float = 15):
-    return WebDriverWait(browser, seconds, poll_frequency=0.05).until(check)
+    # An element found just before the page it is on is replaced goes stale: look again.
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    return WebDriverWait(browser, seconds, 0.05, ignored_exceptions=ignored).until(check)
+
+
+def report_saying(text: str) -> Callable[[WebDriver], WebElement | None]:
+    """The action report once it says text (the one of an earlier action won't)."""
+
+    def check(browser: WebDriver) -> WebElement | None:
+        report = browser.find_element(By.ID, "report")
+        return report if text in report.text else None
+
+    return check
 
 
 def cards(browser: WebDriver) -> list[WebElement]:
@@ -296,16 +309,14 @@ def test_review_duplicates_pick_another_keeper_move_and_undo(
     away = demo.root / "moved-away"
     browser.find_element(By.ID, "destination").send_keys(str(away))
     group.find_element(By.CSS_SELECTOR, 'button[value^="move:"]').click()
-    report = wait_for(browser, lambda b: b.find_element(By.ID, "report"))
-    assert "Moved 1 file" in report.text
+    wait_for(browser, report_saying("Moved 1 file"))
     moved = away / keeper_path.lstrip("/")
     assert moved.is_file() and not Path(keeper_path).exists() and Path(smaller_path).is_file()
     assert len(browser.find_elements(By.CSS_SELECTOR, "section.group")) == count - 1
     shot("moved")
 
     browser.find_element(By.ID, "undo").click()
-    report = wait_for(browser, lambda b: b.find_element(By.ID, "report"))
-    assert "Put back 1 file" in report.text
+    wait_for(browser, report_saying("Put back 1 file"))
     assert Path(keeper_path).is_file() and not moved.exists()
     assert len(browser.find_elements(By.CSS_SELECTOR, "section.group")) == count
     no_errors(browser)

@@ -66,6 +66,9 @@ class Nearest:
     exact_below: int = 0
 
 
+_SCAN_BUFFER = 64 * 1024 * 1024
+
+
 class ImageTable:
     def __init__(self, dataset: lance.LanceDataset, db_path: Path) -> None:
         self.dataset = dataset
@@ -155,7 +158,11 @@ class ImageTable:
         """The columns of every row, in batches of at most `rows` rows: memory stays
         bounded however large the table."""
         with self._reading():
-            yield from self.dataset.to_batches(columns=names, batch_size=rows)
+            # Lance's default I/O buffer is 2 GB: a slow consumer let the scan read that far
+            # ahead (700 MB peak scanning 300k 768-d rows, 470 MB with 64 MB).
+            yield from self.dataset.to_batches(
+                columns=names, batch_size=rows, io_buffer_size=_SCAN_BUFFER
+            )
 
     def sample(self, rows: int, names: list[str], seed: int = 0) -> pa.Table:
         """The columns of `rows` rows drawn at random (all of them when there are fewer)."""
