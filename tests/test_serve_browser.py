@@ -198,6 +198,22 @@ def test_type_a_query_and_see_the_right_picture_first(
     assert selected(browser) == [] and not browser.find_element(By.ID, "selection").is_displayed()
 
 
+def test_a_tag_chip_keeps_what_was_typed_since_the_page_loaded(
+    browser: WebDriver, server: str, demo: DemoLibrary
+) -> None:
+    browser.get(server)
+    browser.find_element(By.ID, "q").send_keys("a star")  # the chips stay as they were
+    typed = ("q=a+star", "q=a%20star")
+    wait_for(browser, lambda b: any(q in b.current_url for q in typed))
+    chip = browser.find_element(By.CSS_SELECTOR, "button.chip.tag")
+    tag = chip.get_attribute("value")
+    chip.click()
+    wait_for(browser, lambda b: "tag=" in b.current_url)
+    assert any(q in browser.current_url for q in typed), browser.current_url
+    active = browser.find_element(By.CSS_SELECTOR, ".chip.tag.active")
+    assert active.text.startswith(tag) and cards(browser)
+
+
 def shift_click(browser: WebDriver, element: WebElement) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
 
