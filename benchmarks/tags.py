@@ -27,11 +27,15 @@ import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from search import arrow_rows  # benchmarks/search.py: run as a script, its folder is on the path
 
 from photon_index.store.table import ImageTable
+
+if TYPE_CHECKING:
+    from photon_index.tags.run import Tagger
 
 DATE = datetime.now().date().isoformat()  # the day this run started
 ROOT = Path(__file__).resolve().parent
@@ -160,11 +164,26 @@ def recompute(db: Path, tags: int) -> dict[str, float]:
     report = tagger.run(full=True)
     return {
         "seconds": report.seconds,
+        "matmul": _matmul_seconds(tagger, table.count()),
         "pictures": report.pictures,
         "tagged": report.tagged,
         "hwm_before_mb": before,
         "hwm_mb": _status("VmHWM"),
     }
+
+
+def _matmul_seconds(tagger: Tagger, rows: int) -> float:
+    """The pass's floor, timed in the same process right after it: the logits matrix
+    product alone over every row (a few blocks, scaled up), so the share of a pass
+    spent elsewhere is a ratio of one run on this shared machine."""
+    from photon_index.tags.scoring import logits
+
+    blocks = 8
+    vectors = unit(np.random.default_rng(SEED + 2), tagger.block_rows)
+    started = time.monotonic()
+    for _ in range(blocks):
+        logits(vectors, tagger.embeddings, tagger.model)
+    return (time.monotonic() - started) / blocks * (rows / tagger.block_rows)
 
 
 def _status(field: str) -> float:
@@ -191,8 +210,9 @@ def scale(rows_list: list[int], tag_counts: list[int]) -> list[str]:
         "tags and keeps 10. Each pass in a fresh process; peak = that process's VmHWM, "
         "`before` = after imports and opening the table.",
         "",
-        "| rows | tags | seconds | rows/s | peak RSS MB | before MB | pictures with tags |",
-        "|--:|--:|--:|--:|--:|--:|--:|",
+        "| rows | tags | seconds | matmul alone s | rows/s | peak RSS MB | before MB "
+        "| pictures with tags |",
+        "|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for rows in rows_list:
         db = DATA / f"rows-{rows}"
@@ -204,7 +224,8 @@ def scale(rows_list: list[int], tag_counts: list[int]) -> list[str]:
             r = json.loads(out.splitlines()[-1])
             print(f"{rows:,} rows x {tags:,} tags: {r}", flush=True)
             lines.append(
-                f"| {rows:,} | {tags:,} | {r['seconds']:.1f} | {rows / r['seconds']:,.0f} "
+                f"| {rows:,} | {tags:,} | {r['seconds']:.1f} | {r['matmul']:.1f} "
+                f"| {rows / r['seconds']:,.0f} "
                 f"| {r['hwm_mb']:,.0f} | {r['hwm_before_mb']:,.0f} "
                 f"| {r['tagged']:,} of {r['pictures']:,} |"
             )

@@ -252,7 +252,7 @@ class Index:
             floor = logit(self.settings.tags.floor)
             cuts = Cutoffs(np.full(count, floor, np.float32), np.ones(count, np.float32))
         block = logits(np.asarray(vector, np.float32)[None], embeddings, encoders.model)
-        (picked,), (values,) = assign(block, cuts, self.settings.tags.max_per_picture)
+        picked, values = assign(block, cuts, self.settings.tags.max_per_picture).of(0)
         chances = probabilities(values)
         return [
             TagScore(vocabulary.names[i], round(float(p), 6), round(v, 4))

@@ -17,7 +17,16 @@ from photon_index.config import Settings
 from photon_index.errors import ConfigError
 from photon_index.models import ModelFiles
 from photon_index.synthetic import write_pictures
-from photon_index.tags.scoring import Rule, assign, cache_path, cutoffs, logit, tag_embeddings
+from photon_index.tags.scoring import (
+    Cutoffs,
+    Rule,
+    assign,
+    cache_path,
+    cutoffs,
+    logit,
+    statistics,
+    tag_embeddings,
+)
 from photon_index.tags.vocabulary import TEMPLATES, load_vocabulary, parse_vocabulary
 
 
@@ -64,12 +73,14 @@ def test_rule_finds_the_outliers_of_each_tag() -> None:
     sample[:50, 0] = -1.0  # 5 % show tag 0, clearly above its usual logits
     sample[:, 1] += 6.0  # tag 1 scores everything higher, but no picture stands out
     vocabulary = parse_vocabulary("a\nb @ 0.5\n", "test")
-    cuts = cutoffs(sample, vocabulary, Rule(z=3.0, floor=0.001, max_per_picture=1))
+    rule = Rule(z=3.0, floor=0.001, max_per_picture=1)
+    cuts = cutoffs(*statistics(sample.T.copy()), vocabulary, rule)
     assert -8.0 < cuts.thresholds[0] < -2.0
     assert cuts.thresholds[1] == pytest.approx(logit(0.5))
-    found, values = assign(sample[:60], cuts, 1)
-    assert all(f == [0] for f in found[:50]) and not any(found[50:])
-    assert values[0] == [pytest.approx(-1.0)]
+    picked = assign(sample[:60], cuts, 1)
+    assert all(picked.of(i)[0] == [0] for i in range(50))
+    assert not any(picked.of(i)[0] for i in range(50, 60))
+    assert picked.of(0)[1] == [pytest.approx(-1.0)]
 
 
 def test_text_embeddings_are_cached_by_vocabulary_and_model(
@@ -172,3 +183,17 @@ def test_precision_and_recall_on_fresh_pictures(tmp_path: Path) -> None:
         given += len(tags)
         truths += len(truth)
     assert right / given >= 0.9 and right / truths >= 0.9, (right / given, right / truths)
+
+
+def test_assign_keeps_the_best_margins_of_each_picture() -> None:
+    """The vectorised assign() against the rule written out plainly."""
+    rng = np.random.default_rng(3)
+    block = rng.normal(-8.0, 3.0, (300, 40)).astype(np.float32)
+    cuts = Cutoffs(
+        rng.normal(-5.0, 1.0, 40).astype(np.float32), rng.uniform(0.5, 2.0, 40).astype(np.float32)
+    )
+    picked = assign(block, cuts, 4)
+    for i, row in enumerate(block):
+        passing = [t for t in range(40) if row[t] >= cuts.thresholds[t]]
+        best = sorted(passing, key=lambda t: -(row[t] - cuts.thresholds[t]) / cuts.spreads[t])
+        assert picked.of(i) == (best[:4], [float(row[t]) for t in best[:4]])

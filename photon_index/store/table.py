@@ -66,8 +66,6 @@ class Nearest:
     exact_below: int = 0
 
 
-_SCAN_BUFFER = 64 * 1024 * 1024
-
 
 class ImageTable:
     def __init__(self, dataset: lance.LanceDataset, db_path: Path) -> None:
@@ -157,12 +155,13 @@ class ImageTable:
     def scan(self, names: list[str], rows: int) -> Iterator[pa.RecordBatch]:
         """The columns of every row, in batches of at most `rows` rows: memory stays
         bounded however large the table."""
-        with self._reading():
-            # Lance's default I/O buffer is 2 GB: a slow consumer let the scan read that far
-            # ahead (700 MB peak scanning 300k 768-d rows, 470 MB with 64 MB).
-            yield from self.dataset.to_batches(
-                columns=names, batch_size=rows, io_buffer_size=_SCAN_BUFFER
-            )
+        # A block at a time by offset, not one streaming scan: the scan reads a whole
+        # data file's pages ahead whatever its buffer settings (a 480 MB rise over a
+        # 100k-row file of 768-d embeddings, 130 MB this way, and twice as fast).
+        for start in range(0, self.count(), rows):
+            with self._reading():
+                data = self.dataset.to_table(columns=names, offset=start, limit=rows)
+            yield from data.to_batches()
 
     def sample(self, rows: int, names: list[str], seed: int = 0) -> pa.Table:
         """The columns of `rows` rows drawn at random (all of them when there are fewer)."""

@@ -147,14 +147,21 @@ class TagStore:
 
 
 def tag_rows(
-    paths: list[str], hashes: list[str], tags: list[list[str]], logits: list[list[float]]
+    paths: pa.ChunkedArray,
+    hashes: pa.ChunkedArray,
+    offsets: np.ndarray,
+    tags: pa.Array,
+    logits: np.ndarray,
 ) -> pa.Table:
+    """Rows of the tags table; row i's tags and logits are [offsets[i] : offsets[i + 1]]
+    of tags and logits."""
+    starts = pa.array(offsets, pa.int32())
     return pa.Table.from_arrays(
         [
-            pa.array(paths, pa.string()),
-            pa.array(hashes, pa.string()),
-            pa.array(tags, pa.list_(pa.string())),
-            pa.array(logits, pa.list_(pa.float32())),
+            paths,
+            hashes,
+            pa.ListArray.from_arrays(starts, tags),
+            pa.ListArray.from_arrays(starts, pa.array(logits, pa.float32())),
         ],
         schema=TAGS_SCHEMA,
     )

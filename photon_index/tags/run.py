@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from photon_index.models import ModelFiles
 from photon_index.store.table import ImageTable
 from photon_index.store.tags import TAGS_SCHEMA, TagState, TagStore, tag_rows
-from photon_index.tags.scoring import Cutoffs, Rule, assign, cutoffs, logits
+from photon_index.tags.scoring import Cutoffs, Rule, assign, library_cutoffs, logits
 from photon_index.tags.vocabulary import Vocabulary
 
 _COLUMNS = ["path", "content_hash", "embedding"]
@@ -70,8 +70,10 @@ class Tagger:
 
     def _all(self, rows: int) -> tuple[int, int]:
         sample = self.table.sample(self.sample_rows, ["embedding"])
-        cuts = cutoffs(
-            logits(_vectors(sample, self.table.dim), self.embeddings, self.model),
+        cuts = library_cutoffs(
+            _vectors(sample, self.table.dim),
+            self.embeddings,
+            self.model,
             self.vocabulary,
             self.rule,
         )
@@ -114,11 +116,10 @@ class Tagger:
 
     def _score(self, data: pa.Table, cuts: Cutoffs) -> pa.Table:
         block = logits(_vectors(data, self.table.dim), self.embeddings, self.model)
-        found, values = assign(block, cuts, self.rule.max_per_picture)
-        names = self.vocabulary.names
-        tags = [[names[i] for i in picked] for picked in found]
+        picked = assign(block, cuts, self.rule.max_per_picture)
+        names = pa.array(self.vocabulary.names, pa.string()).take(picked.tags)
         return tag_rows(
-            data.column("path").to_pylist(), data.column("content_hash").to_pylist(), tags, values
+            data.column("path"), data.column("content_hash"), picked.offsets, names, picked.logits
         )
 
     def _state(self, rows: int, cuts: Cutoffs, *, stale: bool = False) -> TagState:

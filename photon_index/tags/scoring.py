@@ -32,6 +32,8 @@ from photon_index.tags.vocabulary import Vocabulary
 _TEXT_BATCH = 64  # prompts per call of the text tower
 _MAD_TO_SIGMA = 1.4826  # MAD x this = standard deviation, for normally distributed values
 _MIN_SPREAD = 1e-3  # a tag that scores every picture alike has no outliers to find
+_TAG_SLICE = 256  # tags whose sample logits are held at a time
+_ROW_STRIDE = 1e6  # sort key of assign(): row * this - margin
 
 
 @dataclass(frozen=True)
@@ -91,21 +93,44 @@ def tag_embeddings(
 
 
 def logits(embeddings: np.ndarray, tags: np.ndarray, model: ModelFiles) -> np.ndarray:
-    """[N, T] SigLIP logits, scale * cos + bias, of unit picture and tag embeddings."""
-    product = embeddings @ tags.T
-    product *= np.float32(model.logit_scale)
+    """[N, T] SigLIP logits, scale * cos + bias, of unit picture and tag embeddings
+    (or [T, N] of tag and picture embeddings)."""
+    # The scale goes into the smaller operand: one pass less over the [N, T] product.
+    product = embeddings @ (tags * np.float32(model.logit_scale)).T
     product += np.float32(model.logit_bias)
     return product
 
 
-def cutoffs(sample: np.ndarray, vocabulary: Vocabulary, rule: Rule) -> Cutoffs:
-    """The label-free thresholds (module docstring) from a sample of the library's
-    logits [n, T]."""
-    if not len(sample):  # an empty library: only the floor
-        sample = np.full((1, len(vocabulary.tags)), -np.inf, dtype=np.float32)
-    centre = np.median(sample, axis=0)
-    deviation = np.median(np.abs(sample - centre), axis=0)
+def library_cutoffs(
+    sample: np.ndarray, tags: np.ndarray, model: ModelFiles, vocabulary: Vocabulary, rule: Rule
+) -> Cutoffs:
+    """The label-free thresholds (module docstring) from a sample of the library's unit
+    embeddings [n, D]: its logits a slice of tags at a time, so that a large sample
+    against a large vocabulary never sits in memory whole, and tag by tag in rows, so
+    each median reads contiguous memory (down columns it is eight times slower)."""
+    parts = [
+        statistics(logits(tags[start : start + _TAG_SLICE], sample, model))
+        for start in range(0, len(tags), _TAG_SLICE)
+    ]
+    centre = np.concatenate([c for c, _ in parts]) if parts else np.empty(0, np.float32)
+    spread = np.concatenate([s for _, s in parts]) if parts else np.empty(0, np.float32)
+    return cutoffs(centre, spread, vocabulary, rule)
+
+
+def statistics(per_tag: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The median and spread of each row of a sample of logits, one row per tag [T, n].
+    Changes per_tag."""
+    if not per_tag.shape[1]:  # an empty library: only the floor
+        per_tag = np.full((len(per_tag), 1), -np.inf, dtype=np.float32)
+    centre = np.median(per_tag, axis=1)
+    per_tag -= centre[:, None]
+    deviation = np.median(np.abs(per_tag, out=per_tag), axis=1)
     spread = np.maximum(np.nan_to_num(_MAD_TO_SIGMA * deviation), _MIN_SPREAD)
+    return centre, spread
+
+
+def cutoffs(centre: np.ndarray, spread: np.ndarray, vocabulary: Vocabulary, rule: Rule) -> Cutoffs:
+    """Each tag's threshold from its median and spread (module docstring)."""
     thresholds = np.maximum(centre + rule.z * spread, logit(rule.floor))
     for i, tag in enumerate(vocabulary.tags):
         if tag.threshold is not None:
@@ -113,20 +138,39 @@ def cutoffs(sample: np.ndarray, vocabulary: Vocabulary, rule: Rule) -> Cutoffs:
     return Cutoffs(thresholds.astype(np.float32), spread.astype(np.float32))
 
 
-def assign(
-    block: np.ndarray, cuts: Cutoffs, most: int
-) -> tuple[list[list[int]], list[list[float]]]:
-    """Each row's tags (indices) and their logits, best margin first."""
-    rows, cols = np.nonzero(block >= cuts.thresholds)
-    margins = (block[rows, cols] - cuts.thresholds[cols]) / cuts.spreads[cols]
-    order = np.lexsort((-margins, rows))
-    rows, cols = rows[order], cols[order]
-    found: list[list[int]] = [[] for _ in range(len(block))]
-    for row, col in zip(rows.tolist(), cols.tolist(), strict=True):
-        if len(found[row]) < most:
-            found[row].append(col)
-    values = [block[i, picked].tolist() for i, picked in enumerate(found)]
-    return found, values
+@dataclass(frozen=True)
+class Assigned:
+    """Each picture's tags, best margin first, flattened as an Arrow list array is:
+    picture i's are tags[offsets[i] : offsets[i + 1]], with their logits."""
+
+    offsets: np.ndarray  # int32 [N + 1]
+    tags: np.ndarray  # indices into the vocabulary
+    logits: np.ndarray  # float32
+
+    def of(self, i: int) -> tuple[list[int], list[float]]:
+        span = slice(int(self.offsets[i]), int(self.offsets[i + 1]))
+        return self.tags[span].tolist(), self.logits[span].tolist()
+
+
+def assign(block: np.ndarray, cuts: Cutoffs, most: int) -> Assigned:
+    """Each row's tags: those at or above their threshold, at most `most`, best margin
+    (in spreads above the threshold) first. Vectorised: a Python loop over the passing
+    (row, tag) pairs took most of a recompute's time."""
+    count = block.shape[1]
+    passing = np.flatnonzero(block >= cuts.thresholds)
+    rows, cols = np.divmod(passing, count)
+    values = block.reshape(-1)[passing]
+    margins = (values - cuts.thresholds[cols]) / cuts.spreads[cols]
+    # One sort by row, then by margin, descending: margins are at least 0 and, with
+    # logits within +-(|scale| + |bias|) and spreads at least _MIN_SPREAD, far below
+    # the row stride. Ten times faster than np.lexsort.
+    order = np.argsort(rows * _ROW_STRIDE - np.minimum(margins, _ROW_STRIDE / 2))
+    rows, cols, values = rows[order], cols[order], values[order]
+    starts = np.searchsorted(rows, np.arange(len(block)))
+    keep = np.arange(len(rows)) - starts[rows] < most
+    kept = np.bincount(rows[keep], minlength=len(block))
+    offsets = np.concatenate([[0], np.cumsum(kept)]).astype(np.int32)
+    return Assigned(offsets, cols[keep].astype(np.int32), values[keep].astype(np.float32))
 
 
 def probabilities(values: Sequence[float] | np.ndarray) -> np.ndarray:
