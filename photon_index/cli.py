@@ -31,8 +31,11 @@ models_app = typer.Typer(help="List, download and locate models.", no_args_is_he
 app.add_typer(models_app, name="models")
 
 DbOption = Annotated[
-    Path | None,
-    typer.Option("--db", help="Index folder (default: user data dir or $PHOTON_HOME/db)."),
+    str | None,
+    typer.Option(
+        "--db",
+        help="Index folder or s3://BUCKET/PREFIX (default: user data dir or $PHOTON_HOME/db).",
+    ),
 ]
 ModelOption = Annotated[str | None, typer.Option("--model", help="Registry name or model folder.")]
 DeviceOption = Annotated[
@@ -60,7 +63,9 @@ def _json(value: Any) -> str:
 
 @app.command()
 def index(
-    paths: Annotated[list[Path], typer.Argument(help="Folders (or files) to index.")],
+    paths: Annotated[
+        list[str], typer.Argument(help="Folders (or files), or s3://BUCKET/PREFIX, to index.")
+    ],
     db: DbOption = None,
     model: ModelOption = None,
     device: DeviceOption = None,
@@ -84,6 +89,13 @@ def index(
         bool,
         typer.Option("--thumbnails", help="Also make 256-px thumbnails of the pictures it reads."),
     ] = False,
+    engine: Annotated[
+        str, typer.Option(help="local (worker processes) or ray (pip install 'photon-index[ray]').")
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(help="With --engine ray: the cluster (auto, ray://HOST:PORT); default local."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Add new and changed pictures under PATHS to the index."""
@@ -104,6 +116,8 @@ def index(
         progress=progress,
         forget_missing=forget_missing,
         thumbnails=thumbnails,
+        engine=engine,
+        address=address,
     )
     if as_json:
         typer.echo(_json(report))
@@ -117,6 +131,61 @@ def index(
         f"{report.discovered} discovered, {report.indexed} indexed, {report.reused} reused, "
         f"{report.skipped} unchanged, {pruned}, {report.failed} failed, {report.tagged} tagged "
         f"in {report.elapsed:.1f} s ({report.images_per_second:.1f} images/s)"
+    )
+
+
+def _quiet_lance() -> None:
+    """Lance warns of every empty IVF partition each time a batch adds rows to the
+    vector index: dozens of lines per batch of a long watch. Read when lance is first
+    imported, so before that."""
+    import os
+
+    os.environ.setdefault("LANCE_LOG", "error")
+
+
+@app.command()
+def watch(
+    paths: Annotated[list[Path], typer.Argument(help="Folders (or files) to keep indexed.")],
+    db: DbOption = None,
+    model: ModelOption = None,
+    device: DeviceOption = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Embedding processes.")] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option(help="Glob of paths to leave out (repeatable).")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print each event as a line of JSON.")
+    ] = False,
+) -> None:
+    """Index PATHS, then keep the index in step with them as files come, change, move
+    and go, until Ctrl-C."""
+    import signal
+
+    _quiet_lance()
+    from photon_index.index import Index
+    from photon_index.watch import WatchEvent
+
+    settings = _settings(device)
+    settings = settings.with_overrides(
+        "index", workers=workers, exclude=[*settings.index.exclude, *(exclude or [])]
+    )
+
+    def show(event: WatchEvent) -> None:
+        if as_json:
+            typer.echo(_json(event))
+            return
+        for line in event.lines():
+            typer.echo(line, err=line.startswith(("warning:", "failed:")))
+
+    # A service manager stops it with SIGTERM: the same clean stop as Ctrl-C.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    report = Index(db, settings=settings).watch(paths, model=model, on_event=show)
+    if as_json:
+        typer.echo(_json({"kind": "stopped", "report": report}))
+        return
+    typer.echo(
+        f"stopped: {report.batches} batches, {report.indexed} indexed, {report.reused} "
+        f"reused, {report.removed} removed, {report.failed} failed"
     )
 
 
@@ -208,7 +277,8 @@ def search(
         typer.echo(f"{'#':>3}  {label:>7}  {'date':10}  path")
         for hit in results.hits:
             day = hit.taken_at.date().isoformat() if hit.taken_at else "-"
-            typer.echo(f"{hit.rank:>3}  {hit.score:7.4f}  {day:10}  {printable(hit.path)}")
+            at = "" if hit.at is None else f"  (frame at {hit.at:.1f} s)"
+            typer.echo(f"{hit.rank:>3}  {hit.score:7.4f}  {day:10}  {printable(hit.path)}{at}")
 
 
 @app.command()
@@ -268,7 +338,7 @@ def dedupe(
         bool, typer.Option("--similar", help="Also group pictures of the same scene.")
     ] = False,
     distance: Annotated[
-        int | None, typer.Option(min=0, max=63, help="Largest pHash distance of near copies.")
+        int | None, typer.Option(min=0, max=63, help="Largest pHash distance of near candidates.")
     ] = None,
     cosine: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="Smallest cosine for --similar.")
@@ -399,13 +469,29 @@ def serve(
     open_browser: Annotated[
         bool, typer.Option("--open", help="Open the web app in a browser.")
     ] = False,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch", help="Also keep the index in step with the folders it was built from."
+        ),
+    ] = False,
 ) -> None:
     """Serve the web app: search, pictures, duplicates and the library, and a JSON API."""
+    if watch:
+        _quiet_lance()
     from photon_index.index import Index
     from photon_index.serve import serve as run_server
 
     index = Index(db, settings=_settings())
-    run_server(index, host=host, port=port, token=token, open_browser=open_browser, echo=typer.echo)
+    run_server(
+        index,
+        host=host,
+        port=port,
+        token=token,
+        open_browser=open_browser,
+        watch=watch,
+        echo=typer.echo,
+    )
 
 
 @app.command()

@@ -57,6 +57,7 @@ class SearchSettings:
 @dataclass(frozen=True)
 class DedupeSettings:
     phash_distance: int
+    dhash_distance: int
     near_cosine: float
     similar_cosine: float
 
@@ -71,6 +72,24 @@ class TagSettings:
     max_per_picture: int
     sample_rows: int
     block_rows: int
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    debounce: float
+    quiet: float
+    poll: float
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Object storage for s3:// pictures and databases (store/location.py)."""
+
+    endpoint: str
+    region: str
+    access_key_id: str
+    secret_access_key: str
+    allow_http: bool
 
 
 @dataclass(frozen=True)
@@ -101,6 +120,8 @@ class Settings:
     search: SearchSettings
     dedupe: DedupeSettings
     tags: TagSettings
+    watch: WatchSettings
+    storage: StorageSettings
     paths: Paths
 
     @classmethod
@@ -129,6 +150,8 @@ _SECTIONS: dict[str, type] = {
     "search": SearchSettings,
     "dedupe": DedupeSettings,
     "tags": TagSettings,
+    "watch": WatchSettings,
+    "storage": StorageSettings,
 }
 
 
@@ -195,6 +218,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "search.nprobes": (1, 100_000),
     "search.filtered_exact_rows": (0, 10**9),
     "dedupe.phash_distance": (0, 63),
+    "dedupe.dhash_distance": (0, 63),
     "dedupe.near_cosine": (-1.0, 1.0),
     "dedupe.similar_cosine": (-1.0, 1.0),
     "tags.z": (0.0, 100.0),
@@ -202,6 +226,9 @@ RANGES: dict[str, tuple[float, float]] = {
     "tags.max_per_picture": (1, 1000),
     "tags.sample_rows": (100, 10**8),
     "tags.block_rows": (1, 10**6),
+    "watch.debounce": (0.01, 3600.0),
+    "watch.quiet": (0.01, 60.0),
+    "watch.poll": (0.1, 3600.0),
 }
 
 _KINDS: dict[str, tuple[tuple[type, ...], str]] = {

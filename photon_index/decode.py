@@ -16,6 +16,7 @@ from PIL import Image, ImageFile
 from PIL.ExifTags import GPS, IFD, Base
 
 from photon_index.errors import ImageError
+from photon_index.files import is_raw
 
 # index.max_pixels decides what is too big, checked in decode() before any pixel is
 # read; Pillow's own guard would otherwise reject or warn about photos below that limit.
@@ -23,7 +24,7 @@ Image.MAX_IMAGE_PIXELS = None
 
 _WHITE = (255, 255, 255)
 # EXIF orientation -> the transposition that makes the picture upright.
-_UPRIGHT = {
+UPRIGHT = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
     4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -77,7 +78,19 @@ def read_error(error: OSError) -> ImageError:
 
 
 def open_image(path: Path, *, max_pixels: int, draft: tuple[int, int] | None = None) -> Decoded:
-    return decode(read_bytes(path), max_pixels=max_pixels, draft=draft)
+    return decode_file(path, read_bytes(path), max_pixels=max_pixels, draft=draft)
+
+
+def decode_file(
+    path: Path | str, data: bytes, *, max_pixels: int, draft: tuple[int, int] | None = None
+) -> Decoded:
+    """decode() for a file's bytes, by what its name says it is: a camera's RAW file is
+    read by rawpy (Pillow would take a TIFF-based one for its small preview)."""
+    if is_raw(path):
+        from photon_index.raw import decode_raw
+
+        return decode_raw(data, max_pixels=max_pixels, draft=draft)
+    return decode(data, max_pixels=max_pixels, draft=draft)
 
 
 def decode(data: bytes, *, max_pixels: int, draft: tuple[int, int] | None = None) -> Decoded:
@@ -90,13 +103,13 @@ def decode(data: bytes, *, max_pixels: int, draft: tuple[int, int] | None = None
         raise ImageError("file is empty")
     im = _open(data)
     full_size = im.size  # before draft() shrinks it
-    _check_pixels(full_size, max_pixels)
+    check_pixels(full_size, max_pixels)
     _load(im, draft)
     tags = _read_exif(im)
     orientation = _orientation(tags)
     image = _to_rgb(im)
-    if orientation in _UPRIGHT:
-        image = image.transpose(_UPRIGHT[orientation])
+    if orientation in UPRIGHT:
+        image = image.transpose(UPRIGHT[orientation])
     return Decoded(image, _info(im.format or "unknown", full_size, orientation, tags))
 
 
@@ -105,7 +118,7 @@ def pixel_size(data: bytes) -> tuple[int, int]:
     return _open(data).size
 
 
-def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
+def check_pixels(size: tuple[int, int], max_pixels: int) -> None:
     width, height = size
     if width * height > max_pixels:
         raise ImageError(
@@ -128,7 +141,9 @@ def _load(im: ImageFile.ImageFile, draft: tuple[int, int] | None) -> None:
     if draft:
         # Square, so the picture covers draft whichever way its orientation turns it.
         side = max(draft)
-        im.draft("RGB", (side, side))  # only JPEG implements it; a no-op for the rest
+        # JPEG decodes at a reduced scale; HEIC (pillow-heif) decodes its embedded
+        # thumbnail if one is that large; a no-op for the rest.
+        im.draft("RGB", (side, side))
     try:
         im.load()
     except Exception as e:  # Pillow's decoders raise many types on damaged data
@@ -155,6 +170,23 @@ def _unidentified_reason(data: bytes) -> str:
     if len(prefix) == 16 and any(accept and accept(prefix) for _, accept in Image.OPEN.values()):
         return "image data is truncated or corrupt: its header could not be parsed"
     return "not an image Pillow can read"
+
+
+def tiff_info(
+    data: bytes, fmt: str, size: tuple[int, int], orientation: int | None
+) -> ImageInfo | None:
+    """What the tags of a TIFF-based file (DNG, CR2, NEF, ARW, ...) say, read from its
+    header: a picture of size (as stored) turned by orientation. None when the file is
+    not TIFF inside."""
+    if data[:4] not in (b"II*\x00", b"MM\x00*"):
+        return None
+    exif = Image.Exif()
+    try:
+        exif.load(data)
+        tags = _Exif(dict(exif), dict(exif.get_ifd(IFD.Exif)), dict(exif.get_ifd(IFD.GPSInfo)))
+    except Exception:  # as in _read_exif: damaged tags read as none
+        tags = _Exif({}, {}, {})
+    return _info(fmt, size, orientation, tags)
 
 
 def _one_line(error: Exception) -> str:
@@ -194,7 +226,7 @@ def _info(fmt: str, size: tuple[int, int], orientation: int | None, tags: _Exif)
         format=fmt,
         width=width,
         height=height,
-        taken_at=_taken_at(tags.exif),
+        taken_at=_taken_at(tags),
         camera=_camera(tags.base),
         latitude=latitude,
         longitude=longitude,
@@ -210,8 +242,9 @@ def _orientation(tags: _Exif) -> int | None:
 TAKEN_YEARS = (1826, 2200)  # the first photograph; a clock set centuries ahead
 
 
-def _taken_at(exif: Mapping[int, Any]) -> datetime | None:
-    value = exif.get(Base.DateTimeOriginal)
+def _taken_at(tags: _Exif) -> datetime | None:
+    # Where the EXIF standard puts it, else in the first IFD, where DNG allows it.
+    value = tags.exif.get(Base.DateTimeOriginal) or tags.base.get(Base.DateTimeOriginal)
     if not isinstance(value, str):
         return None
     try:

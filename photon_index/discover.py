@@ -7,20 +7,23 @@ import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatch
-from importlib.util import find_spec
 from pathlib import Path
 
 from PIL import features
 
 from photon_index.errors import UsageError
+from photon_index.files import HEIF_SUFFIXES, RAW_SUFFIXES, VIDEO_SUFFIXES
 
 _PILLOW_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
-# HEIC needs the optional pillow-heif. AVIF is read by Pillow itself when it is built
-# with libavif (its wheels are, since 11.2); pillow-heif no longer reads AVIF.
-_HEIF_SUFFIXES = {".heic", ".heif"} if find_spec("pillow_heif") else set()
+# AVIF is read by Pillow itself when it is built with libavif (its wheels are, since
+# 11.3); pillow-heif no longer reads AVIF.
 _AVIF_SUFFIXES = {".avif"} if features.check("avif") else set()
 
-IMAGE_SUFFIXES: frozenset[str] = frozenset(_PILLOW_SUFFIXES | _HEIF_SUFFIXES | _AVIF_SUFFIXES)
+# HEIC, RAW and video files are found whether or not the extra that reads them is
+# installed: the indexer counts those it cannot read and says what to install.
+IMAGE_SUFFIXES: frozenset[str] = frozenset(
+    _PILLOW_SUFFIXES | _AVIF_SUFFIXES | HEIF_SUFFIXES | RAW_SUFFIXES | VIDEO_SUFFIXES
+)
 
 
 @dataclass(frozen=True)

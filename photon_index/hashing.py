@@ -1,8 +1,15 @@
-"""Content hashes (exact duplicates) and perceptual hashes (near duplicates)."""
+"""Content hashes (exact duplicates) and perceptual hashes (near duplicates).
+
+Three perceptual hashes per picture, for dedupe's near tier: the pHash of the picture,
+the pHash of the picture with its borders trimmed (a framed, letterboxed or screenshot
+copy hashes like its original), and the dHash of the trimmed picture. The dHash
+(signs of horizontal gradients) is a second, independent look at the same picture: a
+pair found by either pHash counts only when it agrees too (benchmarks/dedupe.py)."""
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +18,12 @@ from PIL import Image
 _HASH_SIZE = 8
 _SAMPLE_SIZE = 32  # imagehash's hash_size * highfreq_factor
 _CHUNK = 1 << 20
+# A border line (row or column): at least _FLAT_SHARE of its grey levels within
+# _FLAT_LEVELS of its median, so a title bar with its text and buttons still is one.
+_FLAT_LEVELS = 16
+_FLAT_SHARE = 0.8
+_KEEP = 0.5  # trimming stops before it leaves less than this share of a side
+_TRIM_SIDE = 256  # trimming looks at the picture scaled to at most this many pixels a side
 
 
 def _dct_matrix(n: int) -> np.ndarray:
@@ -47,6 +60,75 @@ def phash(image: Image.Image) -> bytes:
     # noise. They tie with the median, so the noise would pick their bits at random.
     low = np.round(_DCT_LOW @ pixels @ _DCT_LOW.T, 6)
     return np.packbits(low > np.median(low)).tobytes()
+
+
+@dataclass(frozen=True)
+class PerceptualHashes:
+    phash: bytes  # of the picture as decoded
+    phash_trimmed: bytes  # of the picture without its borders
+    dhash: bytes  # of the picture without its borders
+
+
+def perceptual_hashes(image: Image.Image) -> PerceptualHashes:
+    inner = image.crop(border_box(image))
+    return PerceptualHashes(phash(image), phash(inner), dhash(inner))
+
+
+def dhash(image: Image.Image) -> bytes:
+    """64-bit difference hash: whether each of 8x8 grey pixels is darker than the one
+    to its right (9x8 samples), packed MSB first."""
+    small = image.convert("L").resize((_HASH_SIZE + 1, _HASH_SIZE), Image.Resampling.LANCZOS)
+    pixels = np.asarray(small, dtype=np.int16)
+    return np.packbits(pixels[:, 1:] > pixels[:, :-1]).tobytes()
+
+
+def border_box(image: Image.Image) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the picture inside its borders: from each side in
+    turn, lines are trimmed while they are flat and of the colour of the first one
+    (one band: a black frame, then a title bar, then a window's margin). Passes repeat
+    until no side moves, so nested bands go one after the other. Flat content at an
+    edge (a clear sky) is trimmed too, but from the original and from a framed copy
+    alike, which is what matters for the hash."""
+    scale = min(1.0, _TRIM_SIDE / max(image.size))
+    small = (
+        image
+        if scale == 1
+        else image.resize(
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+            Image.Resampling.BILINEAR,
+        )
+    )
+    grey = np.asarray(small.convert("L"), dtype=np.int16)
+    h, w = grey.shape
+    box = [0, 0, w, h]  # left, top, right, bottom: sides 0-3
+    moved = True
+    while moved:
+        moved = False
+        for side in range(4):
+            flat, colour = _flat(_edge(grey, box, side))
+            while flat and box[2] - box[0] > _KEEP * w and box[3] - box[1] > _KEEP * h:
+                box[side] += 1 if side < 2 else -1
+                moved = True
+                flat, level = _flat(_edge(grey, box, side))
+                flat = flat and abs(level - colour) <= _FLAT_LEVELS
+    left, top, right, bottom = (round(v / scale) for v in box)
+    return left, top, min(right, image.width), min(bottom, image.height)
+
+
+def _edge(grey: np.ndarray, box: list[int], side: int) -> np.ndarray:
+    left, top, right, bottom = box
+    if side == 0:
+        return grey[top:bottom, left]
+    if side == 1:
+        return grey[top, left:right]
+    if side == 2:
+        return grey[top:bottom, right - 1]
+    return grey[bottom - 1, left:right]
+
+
+def _flat(line: np.ndarray) -> tuple[bool, float]:
+    level = float(np.median(line))
+    return bool(np.mean(np.abs(line - level) <= _FLAT_LEVELS) >= _FLAT_SHARE), level
 
 
 def phash_hex(h: bytes) -> str:

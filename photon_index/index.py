@@ -7,10 +7,9 @@ groups, each built once under a lock, while every call reads the table's latest 
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +30,7 @@ from photon_index.models.download import resolve_endpoint
 from photon_index.models.installed import folder_size
 from photon_index.query.search import printable
 from photon_index.store.ids import ImageIds
+from photon_index.store.location import Database, Remote, Storage, database, local_folder
 from photon_index.store.lock import write_lock
 from photon_index.store.malloc import cap_arenas
 from photon_index.store.roots import add_roots
@@ -44,12 +44,13 @@ if TYPE_CHECKING:
     from photon_index.actions import Action, ActionReport, UndoReport
     from photon_index.embed import Encoders
     from photon_index.embed.embeddings import Embeddings
-    from photon_index.ingest import IndexReport, RunProgress
+    from photon_index.ingest import IndexReport, Ingest, RunProgress
     from photon_index.query.dedupe import DuplicateGroup
     from photon_index.query.search import Filters, Searcher, SearchResults
     from photon_index.tags import TagCount, TagScore
     from photon_index.tags.run import Tagger, TagReport
     from photon_index.tags.vocabulary import Vocabulary
+    from photon_index.watch import WatchEvent, WatchReport
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,9 @@ class Index:
 
     def __init__(self, db: Path | str | None = None, *, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.load()
-        self.db_path = Path(db).expanduser().absolute() if db else self.settings.paths.db
+        # A folder or an s3:// URI (store/location.py); db_path: this machine's folder for it.
+        self.db: Database = database(db, self.settings) if db else self.settings.paths.db
+        self.db_path = local_folder(self.db)
         self._encoders: dict[str, Encoders] = {}  # by model ref
         self._encoders_lock = threading.Lock()
         self._ids: ImageIds | None = None
@@ -86,7 +89,7 @@ class Index:
         self._groups: tuple[tuple[Any, ...], list[DuplicateGroup]] | None = None
 
     def table(self) -> ImageTable | None:
-        return ImageTable.open(self.db_path)
+        return ImageTable.open(self.db)
 
     def load_model(self, ref: str | None = None, *, progress: bool = False) -> ModelFiles:
         """The model named by ref, else the one this index was built with, else the default."""
@@ -107,19 +110,22 @@ class Index:
         progress: bool = False,
         forget_missing: bool = False,
         thumbnails: bool = False,
+        engine: str = "local",
+        address: str | None = None,
     ) -> IndexReport:
-        """Bring the index up to date with the pictures under roots. A root that is
-        missing or empty while the index holds pictures under it keeps them (a warning
-        in the report says so) unless forget_missing. thumbnails: cache the thumbnail
-        (DEFAULT_SIZE) of every picture the model sees. The run's progress is published
-        for status() in other processes to read."""
+        """Bring the index up to date with the pictures under roots (folders, files, or
+        s3:// prefixes). A root that is missing or empty while the index holds pictures
+        under it keeps them (a warning in the report says so) unless forget_missing.
+        thumbnails: cache the thumbnail (DEFAULT_SIZE) of every picture the model sees.
+        engine: "local" (worker processes) or "ray" (a Ray cluster: the one at address,
+        else a local one; ingest/ray_engine.py). The run's progress is published for
+        status() in other processes to read."""
         from photon_index.embed.encoder import preferred_device
-        from photon_index.ingest import Ingest, Interrupted, ProgressFile, check_roots
+        from photon_index.ingest import Interrupted, ProgressFile, check_roots
 
+        kind = _engine(engine, thumbnails)
         cap_arenas()  # before Lance's threads start allocating
-        present, warnings = check_roots(
-            [Path(r) for r in roots], self.table(), forget_missing=forget_missing
-        )
+        present, warnings = check_roots(roots, self.table(), forget_missing=forget_missing)
         loaded = self.load_model(model, progress=progress)
         preferred_device(self.settings.model.device)  # a bad --device, before any write
         created = not self.db_path.exists()
@@ -128,7 +134,7 @@ class Index:
             try:
                 table = self._table_for(loaded, model)
                 self._finish_actions(table)  # rows in step with the files before we compare
-                ingest = Ingest(
+                ingest = kind(
                     table,
                     loaded,
                     self.settings,
@@ -136,24 +142,56 @@ class Index:
                     forget_missing=forget_missing,
                     thumbnails=thumbnails,
                     publish=published,
+                    **({"address": address} if engine == "ray" else {}),
                 )
                 report = ingest.run(present)
-                threshold = self.settings.search.ann_threshold
-                if table.vector_index() is None and table.count() >= threshold:
-                    table.build_vector_index(self.settings.search.rows_per_partition)
-                self._tag_new(table, report)
+                self._fill_hashes(table, loaded)
+                self._finish_run(table, report)
             except BaseException as e:
                 if isinstance(e, (Interrupted, KeyboardInterrupt)):
                     published.end("interrupted")
                 else:
                     published.end("failed", " ".join(str(e).split()) or type(e).__name__)
                 if created:  # and locked: no other run can be using it
-                    _remove_if_empty(self.db_path)
+                    _remove_if_empty(self.db)
                 raise
             published.end("finished")
-            add_roots(self.db_path, present)  # for dedupe's --move-to check (store/roots.py)
+            # For dedupe's --move-to check (store/roots.py), which moves local files only.
+            add_roots(self.db_path, [r for r in present if isinstance(r, Path)])
         report.warnings[:0] = warnings
         return report
+
+    def _fill_hashes(self, table: ImageTable, model: ModelFiles) -> None:
+        """Hash the pictures indexed before dedupe's second hashes existed (once)."""
+        from photon_index.embed.preprocess import ImagePreprocessor
+        from photon_index.ingest.rehash import fill_hashes
+
+        size = ImagePreprocessor.from_file(model.preprocessor)
+        draft = (size.width, size.height)
+        fill_hashes(table, max_pixels=self.settings.index.max_pixels, draft=draft)
+
+    def _finish_run(self, table: ImageTable, report: IndexReport) -> None:
+        """After rows were written: the ANN index once the table is large enough, and
+        the new pictures' tags."""
+        threshold = self.settings.search.ann_threshold
+        if table.vector_index() is None and table.count() >= threshold:
+            table.build_vector_index(self.settings.search.rows_per_partition)
+        self._tag_new(table, report)
+
+    def watch(
+        self,
+        roots: Sequence[Path | str],
+        *,
+        model: str | None = None,
+        stop: threading.Event | None = None,
+        on_event: Callable[[WatchEvent], None] | None = None,
+    ) -> WatchReport:
+        """Keep the index in step with the pictures under roots as they change, until
+        stop is set or Ctrl-C: see photon_index/watch.py. on_event hears of each batch
+        and of roots that went or came back."""
+        from photon_index.watch import Watcher
+
+        return Watcher(self, roots, model=model, stop=stop, on_event=on_event).run()
 
     def _tag_new(self, table: ImageTable, report: IndexReport) -> None:
         """Tag what this run added. The rows are committed already: a failure here costs
@@ -183,7 +221,7 @@ class Index:
         tags = self.settings.tags
         return Tagger(
             table=table,
-            store=TagStore(self.db_path),
+            store=TagStore(self.db),
             vocabulary=vocabulary,
             embeddings=embeddings,
             model=encoders.model,
@@ -208,7 +246,7 @@ class Index:
         table = self._existing_table()
         self._check_tagged()
         paths = table.columns(["path"]).column("path").combine_chunks()
-        counts = TagStore(self.db_path).counts(paths)
+        counts = TagStore(self.db).counts(paths)
         return [TagCount(t, n) for t, n in sorted(counts.items(), key=lambda c: (-c[1], c[0]))]
 
     def tags_of(self, picture: Path | str | bytes) -> list[TagScore]:
@@ -244,7 +282,7 @@ class Index:
         vocabulary = self.vocabulary()
         models = self.settings.paths.models
         embeddings = tag_embeddings(vocabulary, encoders.text(), encoders.model, models)
-        state = TagStore(self.db_path).state() if table is not None else None
+        state = TagStore(self.db).state() if table is not None else None
         count = len(vocabulary.tags)
         if state is not None and state.names == vocabulary.names:
             cuts = Cutoffs(np.asarray(state.thresholds, np.float32), np.asarray(state.spreads))
@@ -266,7 +304,7 @@ class Index:
         from photon_index.tags import TagScore
         from photon_index.tags.scoring import probabilities
 
-        tags, values = TagStore(self.db_path).of(path)
+        tags, values = TagStore(self.db).of(path)
         chances = probabilities(values)
         return [
             TagScore(t, round(float(p), 6), round(v, 4))
@@ -276,9 +314,9 @@ class Index:
     def _check_tagged(self) -> None:
         from photon_index.store.tags import TagStore
 
-        if TagStore(self.db_path).state() is None:
+        if TagStore(self.db).state() is None:
             raise UsageError(
-                f"the index at {self.db_path} has no tags yet: run `photon tags --recompute`"
+                f"the index at {self.db} has no tags yet: run `photon tags --recompute`"
             )
 
     def _tagged_rows(self, table: ImageTable, tags: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -294,7 +332,7 @@ class Index:
             if tag is None:
                 raise UsageError(f"no tag {wanted!r} in the vocabulary: `photon tags` lists them")
             names.append(tag.name)
-        paths, lowest = TagStore(self.db_path).tagged(names)
+        paths, lowest = TagStore(self.db).tagged(names)
         with self._ids_lock:
             if self._ids is None or self._ids.version != table.version:
                 self._ids = ImageIds(table)
@@ -310,13 +348,13 @@ class Index:
         table = self.table()
         if table is not None and table.model != loaded.name:
             raise UsageError(
-                f"the index at {self.db_path} was built with model {table.model}; "
+                f"the index at {self.db} was built with model {table.model}; "
                 f"index with --model {table.model_ref}, or use --db DIR for a separate "
                 f"index with {loaded.name}"
             )
         if table is None:
             dim = _vision_dim(loaded)
-            table = ImageTable.create(self.db_path, dim, loaded.name, ref or loaded.name)
+            table = ImageTable.create(self.db, dim, loaded.name, ref or loaded.name)
         return table
 
     def search(
@@ -394,7 +432,7 @@ class Index:
         """Pictures (paths, or image files' bytes) as unit vectors, decoded and embedded
         as the indexer does it, so an indexed picture's matches its stored one.
         ImageError names the first that cannot be decoded."""
-        from photon_index.decode import decode, read_bytes
+        from photon_index.decode import decode_file, read_bytes
         from photon_index.embed.embeddings import Embeddings
 
         encoders = self._encoders_for(self._model_ref())
@@ -409,7 +447,7 @@ class Index:
                 raise UsageError(f"{printable(name)}: no such picture file")
             try:
                 data = item if isinstance(item, bytes) else read_bytes(Path(item).expanduser())
-                return decode(data, max_pixels=max_pixels, draft=draft).image
+                return decode_file(name, data, max_pixels=max_pixels, draft=draft).image
             except ImageError as e:
                 raise ImageError(f"{printable(name)}: {e}") from e
 
@@ -434,25 +472,31 @@ class Index:
         """The cached WebP thumbnail of an indexed picture, size pixels on its longer
         side (32 to 2048), made first if need be. FileChangedError when the file is gone
         or is not what was indexed: a thumbnail never shows other content than the id's."""
-        from photon_index.decode import read_bytes
-        from photon_index.hashing import content_hash
-        from photon_index.thumbnails import check_size, make_thumbnail, thumbnail_path
+        from photon_index.files import split_frame
+        from photon_index.thumbnails import (
+            check_size,
+            make_frame_thumbnail,
+            make_thumbnail,
+            thumbnail_path,
+        )
 
         check_size(size)
         row = self._row(self._existing_table(), image_id, RECORD_COLUMNS)
         path = row["path"]
-        _check_unchanged(path, row["file_size"], row["mtime_ns"])
-        target = thumbnail_path(self.db_path, row["content_hash"], size)
+        file, at = split_frame(path)  # a video's frame, or a picture
+        _check_unchanged(file, row["file_size"], row["mtime_ns"], self.storage)
+        key = row["content_hash"] if at is None else f"{row['content_hash']}-t{at}"
+        target = thumbnail_path(self.db_path, key, size)
         if _cached(target):
             return target
+        # A video is not read whole to be hashed again: its size and mtime were checked.
+        data = self._read_indexed(row) if at is None else b""
+        max_pixels = self.settings.index.max_pixels
         try:
-            data = read_bytes(Path(path))
-        except ImageError as e:
-            raise ImageError(f"{printable(path)}: {e}") from e
-        if content_hash(data) != row["content_hash"]:
-            raise FileChangedError(_changed(path))
-        try:
-            make_thumbnail(data, target, size, max_pixels=self.settings.index.max_pixels)
+            if at is None:
+                make_thumbnail(data, target, size, max_pixels=max_pixels, name=path)
+            else:
+                make_frame_thumbnail(Path(file), at, target, size, max_pixels=max_pixels)
         except ImageError as e:
             raise ImageError(f"{printable(path)}: {e}") from e
         except OSError as e:
@@ -461,6 +505,33 @@ class Index:
                 "free some space or make the database folder writable"
             ) from e
         return target
+
+    def original(self, image_id: str) -> bytes:
+        """An indexed picture's bytes, as indexed (FileChangedError if they changed):
+        how the web app shows a picture on object storage."""
+        row = self._row(self._existing_table(), image_id, RECORD_COLUMNS)
+        _check_unchanged(row["path"], row["file_size"], row["mtime_ns"], self.storage)
+        return self._read_indexed(row)
+
+    @property
+    def storage(self) -> Storage:
+        """How s3:// pictures (and the database, if it is there) are reached."""
+        if isinstance(self.db, Remote):
+            return self.db.storage
+        return Storage.from_settings(self.settings)
+
+    def _read_indexed(self, row: dict[str, Any]) -> bytes:
+        from photon_index.hashing import content_hash
+        from photon_index.sources import read_source
+
+        path = row["path"]
+        try:
+            data = read_source(path, self.storage)
+        except ImageError as e:
+            raise ImageError(f"{printable(path)}: {e}") from e
+        if content_hash(data) != row["content_hash"]:
+            raise FileChangedError(_changed(path))
+        return data
 
     def _searcher(self, table: ImageTable | None = None) -> Searcher:
         from photon_index.query.search import Searcher
@@ -494,7 +565,7 @@ class Index:
             ids = self._ids
         row_id = ids.row_id(image_id)
         if row_id is None:
-            raise NotFoundError(f"no picture with id {image_id!r} in the index at {self.db_path}")
+            raise NotFoundError(f"no picture with id {image_id!r} in the index at {self.db}")
         (row,) = table.take_rows([row_id], columns).to_pylist()
         return row
 
@@ -529,6 +600,7 @@ class Index:
             groups = find_duplicates(
                 table,
                 phash_distance=distance,
+                dhash_distance=defaults.dhash_distance,
                 near_cosine=defaults.near_cosine,
                 similar_cosine=key[2],
                 dismissed=dismissed,
@@ -592,7 +664,14 @@ class Index:
 
     def _act(self, groups: list[DuplicateGroup], action: Action) -> ActionReport:
         from photon_index.actions import Journal, act
+        from photon_index.store.location import is_remote
 
+        remote = next((p for g in groups for p in (g.keep, *g.duplicates) if is_remote(p)), None)
+        if remote is not None:
+            raise UsageError(
+                f"{printable(remote)} is on object storage: dedupe moves and deletes local "
+                "files only; remove copies there with your storage's own tools"
+            )
         with write_lock(self.db_path):  # one writer, as for `photon index`
             table = self._existing_table()
             self._finish_actions(table)
@@ -618,7 +697,7 @@ class Index:
     def _existing_table(self) -> ImageTable:
         table = self.table()
         if table is None:
-            raise UsageError(f"no index at {self.db_path} yet: run `photon index FOLDER` first")
+            raise UsageError(f"no index at {self.db} yet: run `photon index FOLDER` first")
         return table
 
     def status(self) -> LibraryStatus:
@@ -630,28 +709,46 @@ class Index:
     def info(self) -> IndexInfo:
         table = self.table()
         if table is None:
-            return IndexInfo(str(self.db_path), False, None, 0, 0, None, None, [])
+            return IndexInfo(str(self.db), False, None, 0, 0, None, None, [])
         table.check()  # the counts come from the manifest: say so if the data is damaged
         return IndexInfo(
-            db=str(self.db_path),
+            db=str(self.db),
             exists=True,
             model=table.model,
             rows=table.count(),
-            size_bytes=folder_size(self.db_path),
+            size_bytes=self.db.size() if isinstance(self.db, Remote) else folder_size(self.db),
             version=table.version,
             dim=table.dim,
             indices=table.indices(),
         )
 
 
+def _engine(engine: str, thumbnails: bool) -> type[Ingest]:
+    """The indexer class of an engine; UsageError for an unknown or unusable one."""
+    from photon_index.ingest import Ingest
+
+    if engine == "local":
+        return Ingest
+    if engine != "ray":
+        raise UsageError(f"unknown engine {engine!r}: use local or ray")
+    from photon_index.ingest.ray_engine import RayIngest, require_ray
+
+    require_ray()
+    if thumbnails:
+        raise UsageError("--thumbnails works with the local engine only; leave it out")
+    return RayIngest
+
+
 def _stacked(batches: list[np.ndarray], dim: int) -> np.ndarray:
     return np.concatenate(batches) if batches else np.empty((0, dim), dtype=np.float32)
 
 
-def _check_unchanged(path: str, size: int, mtime_ns: int) -> None:
+def _check_unchanged(path: str, size: int, mtime_ns: int, storage: Storage) -> None:
     """FileChangedError unless the file has the size and mtime it was indexed with."""
+    from photon_index.sources import stamp
+
     try:
-        stat = os.stat(path)
+        found = stamp(path, storage)
     except FileNotFoundError:
         raise FileChangedError(
             f"{printable(path)} no longer exists: run `photon index` to update the index"
@@ -660,7 +757,7 @@ def _check_unchanged(path: str, size: int, mtime_ns: int) -> None:
         from photon_index.decode import read_error
 
         raise ImageError(f"{printable(path)}: {read_error(e)}") from e
-    if (stat.st_size, stat.st_mtime_ns) != (size, mtime_ns):
+    if found != (size, mtime_ns):
         raise FileChangedError(_changed(path))
 
 
@@ -677,15 +774,16 @@ def _cached(target: Path) -> bool:
         return False
 
 
-def _remove_if_empty(db_path: Path) -> None:
+def _remove_if_empty(db: Database) -> None:
     """Undo the folder a failed first run made, so a typo leaves nothing behind; a
-    folder with any committed row is kept."""
+    folder with any committed row is kept. (An empty table on object storage is left:
+    it costs nothing and the next run uses it.)"""
     try:
-        table = ImageTable.open(db_path)
+        table = ImageTable.open(db)
     except PhotonError:
         return
     if table is None or table.count() == 0:
-        shutil.rmtree(db_path, ignore_errors=True)
+        shutil.rmtree(local_folder(db), ignore_errors=True)
 
 
 def _vision_dim(model: ModelFiles) -> int:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from photon_index.decode import decode, read_bytes
+from photon_index.decode import decode_file, read_bytes
 from photon_index.embed import ImageEncoder
 from photon_index.errors import ImageError, UsageError
 from photon_index.hashing import content_hash, phash, phash_hex
@@ -44,7 +44,7 @@ def process_image(
     size = (encoder.preprocess.width, encoder.preprocess.height)
     try:
         data = read_bytes(path)
-        decoded = decode(data, max_pixels=max_pixels, draft=size)
+        decoded = decode_file(path, data, max_pixels=max_pixels, draft=size)
     except ImageError as e:
         raise ImageError(f"{path}: {e}") from e
     clock.lap("decode")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from photon_index.decode import decode
+from photon_index.decode import decode_file
 from photon_index.errors import UsageError
 from photon_index.store.atomic import write_atomic
 
@@ -38,14 +38,26 @@ def check_size(size: int) -> None:
         raise UsageError(f"the thumbnail size must be {MIN_SIZE} to {MAX_SIZE} pixels, not {size}")
 
 
-def make_thumbnail(data: bytes, target: Path, size: int, *, max_pixels: int) -> None:
+def make_thumbnail(
+    data: bytes, target: Path, size: int, *, max_pixels: int, name: str = ""
+) -> None:
     """Write the thumbnail of an image file's bytes to target; ImageError if they cannot
-    be decoded. A JPEG is decoded at the smallest scale that keeps its longer side at
-    least twice the size, as Image.thumbnail's draft does (sharp, and 1/8 of a 24 Mpx
-    photo decodes in half the time of all of it); EXIF orientation is applied to that
-    small picture, before the last resize."""
-    decoded = decode(data, max_pixels=max_pixels, draft=_draft(data, size))
+    be decoded. name: the file's, which says how to decode it (decode_file). A JPEG is
+    decoded at the smallest scale that keeps its longer side at least twice the size, as
+    Image.thumbnail's draft does (sharp, and 1/8 of a 24 Mpx photo decodes in half the
+    time of all of it); EXIF orientation is applied to that small picture, before the
+    last resize."""
+    decoded = decode_file(name, data, max_pixels=max_pixels, draft=_draft(data, size))
     save_thumbnail(decoded.image, target, size)
+
+
+def make_frame_thumbnail(
+    video: Path, at: float, target: Path, size: int, *, max_pixels: int
+) -> None:
+    """Write the thumbnail of a video's frame at `at` seconds to target (files.frame_path)."""
+    from photon_index.video import frame_at
+
+    save_thumbnail(frame_at(video, at, max_pixels=max_pixels, side=2 * size), target, size)
 
 
 def _draft(data: bytes, size: int) -> tuple[int, int]:

@@ -53,7 +53,9 @@ def exact_library(folder: Path, table: ImageTable, copies: int, pictures: int = 
 
 
 def groups_of(table: ImageTable, cosine: float | None = None) -> list[DuplicateGroup]:
-    return find_duplicates(table, phash_distance=6, near_cosine=ANY, similar_cosine=cosine)
+    return find_duplicates(
+        table, phash_distance=6, dhash_distance=8, near_cosine=ANY, similar_cosine=cosine
+    )
 
 
 def run(table: ImageTable, kind: str, dest: Path | None = None, similar: bool = False):

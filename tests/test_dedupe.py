@@ -88,7 +88,9 @@ def find(
     near: float = ANY,
 ):
     table.upsert(list(rows))
-    return find_duplicates(table, phash_distance=distance, near_cosine=near, similar_cosine=cosine)
+    return find_duplicates(
+        table, phash_distance=distance, dhash_distance=8, near_cosine=near, similar_cosine=cosine
+    )
 
 
 def summary(groups: list[DuplicateGroup]) -> list[tuple[str, str, list[str]]]:
@@ -270,7 +272,8 @@ def test_near_copies_must_look_alike_too(table: ImageTable):
     ]
     (group,) = find(table, *rows, near=0.9)
     assert (group.keep, group.duplicates) == ("/original.jpg", ["/resized.jpg"])
-    assert group.beyond == ["/recoloured.jpg"]  # left alone
+    assert group.beyond == []  # never paired with anything: not even linked
+    assert group.evidence["/resized.jpg"]["cosine"] == pytest.approx(0.98, abs=0.01)
     (by_phash_alone,) = find(table, near=ANY)
     assert by_phash_alone.duplicates == ["/recoloured.jpg", "/resized.jpg"]
 
@@ -381,7 +384,9 @@ def library(tmp_path: Path, table: ImageTable) -> Path:
 
 
 def groups_of(table: ImageTable) -> list[DuplicateGroup]:
-    return find_duplicates(table, phash_distance=6, near_cosine=ANY, similar_cosine=None)
+    return find_duplicates(
+        table, phash_distance=6, dhash_distance=8, near_cosine=ANY, similar_cosine=None
+    )
 
 
 def move_duplicates(groups: list[DuplicateGroup], table: ImageTable, dest: Path) -> ActionReport:

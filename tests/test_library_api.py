@@ -216,6 +216,7 @@ def test_results_convert_to_dict_and_arrow(library) -> None:
         "taken_at",
         "width",
         "height",
+        "at",
     ]
     assert json.loads(json.dumps(data)) == data  # JSON-ready as it is
     dated = next(h for h in data["hits"] if h["path"] == str(library.canon))

@@ -197,3 +197,22 @@ def test_assign_keeps_the_best_margins_of_each_picture() -> None:
         passing = [t for t in range(40) if row[t] >= cuts.thresholds[t]]
         best = sorted(passing, key=lambda t: -(row[t] - cuts.thresholds[t]) / cuts.spreads[t])
         assert picked.of(i) == (best[:4], [float(row[t]) for t in best[:4]])
+
+
+def test_a_video_counts_once_for_a_tag_however_many_frames_have_it(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from photon_index.store.tags import TagStore, tag_rows
+
+    paths = ["a.jpg", "v.mp4#t=0.0", "v.mp4#t=5.0", "gone.jpg"]
+    rows = tag_rows(
+        pa.chunked_array([pa.array(paths)]),
+        pa.chunked_array([pa.array(["h1", "h2", "h2", "h3"])]),
+        np.array([0, 1, 3, 4, 5]),
+        pa.array(["beach", "beach", "dog", "beach", "beach"]),
+        np.zeros(5, np.float32),
+    )
+    (tmp_path / "db").mkdir()
+    store = TagStore(tmp_path / "db")
+    store.update([], rows)
+    assert store.counts(pa.array(paths[:3])) == {"beach": 2, "dog": 1}

@@ -26,7 +26,7 @@ import numpy as np
 
 from photon_index.actions.files import sync_folder
 from photon_index.errors import DatabaseError
-from photon_index.store.schema import ImageRow
+from photon_index.store.schema import HASH_COLUMNS, ImageRow
 
 JOURNAL_DIR = "journal"
 KINDS = ("move", "trash", "delete")
@@ -193,7 +193,9 @@ def _entry(record: dict[str, Any]) -> Entry:
 
 def row_to_json(row: ImageRow) -> dict[str, Any]:
     data = {f.name: getattr(row, f.name) for f in fields(ImageRow)}
-    data["phash"] = row.phash.hex()
+    for name in HASH_COLUMNS:
+        value = getattr(row, name)
+        data[name] = None if value is None else value.hex()
     # base64 of the float32 bytes: a quarter of the size of a list of numbers, and exact.
     vector = np.asarray(row.embedding, dtype="<f4").tobytes()
     data["embedding"] = base64.b64encode(vector).decode("ascii")
@@ -204,7 +206,9 @@ def row_to_json(row: ImageRow) -> dict[str, Any]:
 
 def row_from_json(data: dict[str, Any]) -> ImageRow:
     values = dict(data)
-    values["phash"] = bytes.fromhex(data["phash"])
+    for name in HASH_COLUMNS:  # a journal written before a hash existed lacks it
+        value = data.get(name)
+        values[name] = None if value is None else bytes.fromhex(value)
     values["embedding"] = np.frombuffer(base64.b64decode(data["embedding"]), dtype="<f4").copy()
     values["taken_at"] = datetime.fromisoformat(data["taken_at"]) if data["taken_at"] else None
     values["indexed_at"] = datetime.fromisoformat(data["indexed_at"])

@@ -27,11 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from photon_index import thumbnails
-from photon_index.decode import Decoded, ImageInfo, decode, read_bytes
+from photon_index.decode import Decoded, ImageInfo, decode_file
 from photon_index.embed.encoder import ImageEncoder
 from photon_index.errors import ModelError, PhotonError
-from photon_index.hashing import content_hash, phash
+from photon_index.files import frame_path, is_video
+from photon_index.hashing import PerceptualHashes, content_hash, perceptual_hashes
 from photon_index.models import ModelFiles
+from photon_index.sources import read_source
 
 _POLL_SECONDS = 0.2
 _LATE = "took longer than index.image_timeout to decode and embed; its worker was replaced"
@@ -42,8 +44,16 @@ _CRASHED = "crashed its embedding worker, which was replaced"
 class Embedded:
     path: str
     info: ImageInfo
-    phash: bytes
+    hashes: PerceptualHashes
     embedding: np.ndarray
+
+
+@dataclass(frozen=True)
+class Frames:
+    """A video's keyframes, each embedded; each one's path is its row's (files.frame_path)."""
+
+    path: str  # the video's
+    frames: list[Embedded]
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,7 @@ class WorkerConfig:
     threads: int
     max_pixels: int
     thumbnails_of: Path | None = None  # a database folder: fill its thumbnail cache
+    video_timeout: float = 30.0  # seconds a video's keyframes may take to read
 
 
 @dataclass
@@ -113,7 +124,7 @@ class EmbedPool:
         self._next_id += 1
         self._assign(_Job(self._next_id, paths))
 
-    def results(self, wait: bool) -> list[Embedded | Failed]:
+    def results(self, wait: bool) -> list[Embedded | Frames | Failed]:
         """Results of finished jobs; with wait, block until some progress is made.
 
         A list, read whole before anything is handed back, so a caller may ask again
@@ -180,10 +191,10 @@ class EmbedPool:
             if worker.jobs:
                 worker.jobs[0].started = time.monotonic()
 
-    def _read(self, timeout: float) -> list[Embedded | Failed]:
+    def _read(self, timeout: float) -> list[Embedded | Frames | Failed]:
         """Every message the workers have sent, waiting up to timeout for the first."""
         by_pipe = {w.outbox: w for w in self._workers}
-        finished: list[Embedded | Failed] = []
+        finished: list[Embedded | Frames | Failed] = []
         for pipe in wait_for(list(by_pipe), timeout=timeout):
             message = _receive(pipe)
             if message is None:
@@ -258,7 +269,9 @@ def _worker_main(config: WorkerConfig, inbox: mp.Queue, outbox: Connection) -> N
         if job is None:
             return
         job_id, paths = job
-        done = embed_paths(encoder, paths, config.max_pixels, config.thumbnails_of)
+        done = embed_paths(
+            encoder, paths, config.max_pixels, config.thumbnails_of, config.video_timeout
+        )
         outbox.send(("done", job_id, done))
 
 
@@ -271,17 +284,24 @@ def _receive(pipe: Connection) -> tuple | None:
 
 
 def embed_paths(
-    encoder: ImageEncoder, paths: list[str], max_pixels: int, thumbnails_of: Path | None = None
-) -> list[Embedded | Failed]:
+    encoder: ImageEncoder,
+    paths: list[str],
+    max_pixels: int,
+    thumbnails_of: Path | None = None,
+    video_timeout: float = 30.0,
+) -> list[Embedded | Frames | Failed]:
     """Decode, hash and embed a batch; a bad file becomes a Failed, never an exception.
     thumbnails_of: a database folder whose thumbnail cache gets each picture's."""
     size = (encoder.preprocess.width, encoder.preprocess.height)
     decoded, results = [], []
     for path in paths:
+        if is_video(path):
+            results.append(_embed_video(encoder, path, max_pixels, video_timeout))
+            continue
         try:
-            data = read_bytes(Path(path))
-            image = decode(data, max_pixels=max_pixels, draft=size)
-            decoded.append((path, image, phash(image.image)))
+            data = read_source(path)  # a file, or an s3:// object
+            image = decode_file(path, data, max_pixels=max_pixels, draft=size)
+            decoded.append((path, image, perceptual_hashes(image.image)))
         except PhotonError as e:
             results.append(Failed(path, str(e)))
             continue
@@ -292,6 +312,24 @@ def embed_paths(
         for (path, d, perceptual), vector in zip(decoded, vectors, strict=True):
             results.append(Embedded(path, d.info, perceptual, vector))
     return results
+
+
+def _embed_video(
+    encoder: ImageEncoder, path: str, max_pixels: int, timeout: float
+) -> Frames | Failed:
+    from photon_index.video import keyframes
+
+    size = (encoder.preprocess.width, encoder.preprocess.height)
+    try:
+        info, frames = keyframes(Path(path), max_pixels=max_pixels, size=size, timeout=timeout)
+    except PhotonError as e:
+        return Failed(path, str(e))
+    vectors = encoder.encode([f.image for f in frames])
+    embedded = [
+        Embedded(frame_path(path, f.at), info, perceptual_hashes(f.image), vector)
+        for f, vector in zip(frames, vectors, strict=True)
+    ]
+    return Frames(path, embedded)
 
 
 def _thumbnail(data: bytes, image: Decoded, db_path: Path) -> None:

@@ -11,7 +11,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from photon_index.discover import FoundFile
-from photon_index.embed.workers import Embedded, Failed
+from photon_index.embed.workers import Embedded, Failed, Frames
+from photon_index.files import file_of, is_video, rebase
 from photon_index.store.schema import ImageRow
 from photon_index.store.table import ImageTable
 
@@ -33,9 +34,13 @@ class Planner:
     def __init__(self, table: ImageTable, model: str) -> None:
         self.table = table
         self.model = model
-        self._stamps = table.file_stamps()
+        stamps = table.file_stamps()
+        self._paths = set(stamps)
+        # By file: a video's frames are rows of their own, with the video's stamp.
+        self._stamps = {file_of(path): stamp for path, stamp in stamps.items()}
         self._stored = table.content_hashes()  # committed, as far as this run knows
-        self._fresh: dict[str, ImageRow] = {}  # content hash -> a row not committed yet
+        # content hash -> the rows of a file (a video's frames) not committed yet
+        self._fresh: dict[str, list[ImageRow]] = {}
         self._waiting: dict[str, list[FoundFile]] = {}  # hash -> files awaiting the model
         self._hash_of: dict[str, str] = {}  # path sent to the model -> its content hash
         self._lookups: list[tuple[FoundFile, str]] = []  # copies of committed rows
@@ -43,7 +48,12 @@ class Planner:
     @property
     def indexed_paths(self) -> set[str]:
         """Paths that had a row when the run began."""
-        return set(self._stamps)
+        return self._paths
+
+    @property
+    def stored_hashes(self) -> set[str]:
+        """Content hashes committed, as far as this run knows."""
+        return self._stored
 
     def unchanged(self, found: FoundFile) -> bool:
         return self._stamps.get(str(found.path)) == (found.size, found.mtime_ns)
@@ -51,11 +61,13 @@ class Planner:
     def place(self, found: FoundFile, digest: str) -> Outcome:
         """Plan a new or changed file whose content hash is digest."""
         if digest in self._fresh:
-            return Outcome([_copy(self._fresh[digest], found)], [], [])
+            return Outcome([_copy(row, found) for row in self._fresh[digest]], [], [])
         if digest in self._waiting:  # its bytes are on their way to the model already
             self._waiting[digest].append(found)
             return Outcome([], [], [])
-        if digest in self._stored:
+        # A video's frames are not looked up by hash (that finds one row per hash): a
+        # copy of a committed video is embedded again.
+        if digest in self._stored and not is_video(found.path):
             self._lookups.append((found, digest))
             return self.resolve() if len(self._lookups) >= _LOOKUP_BATCH else _NOTHING
         return self._send(found, digest)
@@ -78,15 +90,17 @@ class Planner:
                 embed += planned.embed
         return Outcome(rows, embed, [])
 
-    def embedded(self, result: Embedded | Failed) -> Outcome:
+    def embedded(self, result: Embedded | Frames | Failed) -> Outcome:
         """The rows of the file the model saw and of every copy that waited for it."""
         digest = self._hash_of.pop(result.path)
         files = self._waiting.pop(digest)
         if isinstance(result, Failed):
             return Outcome([], [], [(str(f.path), result.error) for f in files])
-        first = self._row(result, files[0], digest)
+        embedded = result.frames if isinstance(result, Frames) else [result]
+        first = [self._row(e, files[0], digest) for e in embedded]
         self._fresh[digest] = first
-        return Outcome([first, *(_copy(first, f) for f in files[1:])], [], [])
+        copies = [_copy(row, f) for f in files[1:] for row in first]
+        return Outcome([*first, *copies], [], [])
 
     def committed(self, rows: list[ImageRow]) -> None:
         """These rows are in the table now: copies can be found there."""
@@ -105,7 +119,9 @@ class Planner:
         return ImageRow(
             path=result.path,
             content_hash=digest,
-            phash=result.phash,
+            phash=result.hashes.phash,
+            phash_trimmed=result.hashes.phash_trimmed,
+            dhash=result.hashes.dhash,
             file_size=found.size,
             mtime_ns=found.mtime_ns,
             width=info.width,
@@ -128,7 +144,7 @@ def _copy(row: ImageRow, found: FoundFile) -> ImageRow:
     """row for another file with the same bytes."""
     return replace(
         row,
-        path=str(found.path),
+        path=rebase(row.path, str(found.path)),
         file_size=found.size,
         mtime_ns=found.mtime_ns,
         indexed_at=datetime.now(timezone.utc),

@@ -10,7 +10,7 @@ import contextlib
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,12 +21,17 @@ from photon_index.decode import read_error
 from photon_index.discover import FoundFile, WalkError, discover, display
 from photon_index.embed.workers import EmbedPool, WorkerConfig
 from photon_index.errors import PhotonError, UsageError
-from photon_index.hashing import file_hash
+from photon_index.files import Extra, extra_for, file_of
 from photon_index.ingest.planner import Outcome, Planner
 from photon_index.ingest.progress import Failure, ProgressFile
 from photon_index.ingest.writer import Writer
 from photon_index.models import ModelFiles
+from photon_index.sources import list_objects, source_hash, vanished
+from photon_index.store.location import Storage, is_remote
 from photon_index.store.table import ImageTable
+
+# A folder or file, or an s3:// prefix or object (sources.py).
+Root = Path | str
 
 
 class Interrupted(PhotonError):
@@ -52,13 +57,17 @@ class IndexReport:
 
 
 def check_roots(
-    roots: Sequence[Path], table: ImageTable | None, *, forget_missing: bool
-) -> tuple[list[Path], list[str]]:
+    roots: Sequence[Root], table: ImageTable | None, *, forget_missing: bool
+) -> tuple[list[Root], list[str]]:
     """The roots that exist, and a warning for each missing one the index holds rows
     under (an unmounted drive: its rows are kept). A missing root the index knows
-    nothing of is a typo: UsageError."""
-    absolute = [Path(os.path.abspath(r.expanduser())) for r in roots]
-    present = [r for r in absolute if os.path.lexists(r)]
+    nothing of is a typo: UsageError. An s3:// prefix is always there (object storage
+    has no folders: an empty prefix lists nothing)."""
+    absolute = [
+        str(r).rstrip("/") if is_remote(r) else Path(os.path.abspath(Path(r).expanduser()))
+        for r in roots
+    ]
+    present = [r for r in absolute if _present(r)]
     missing = [r for r in absolute if r not in present]
     indexed = _rows_under(table, missing)
     unknown = [display(r) for r in missing if not indexed[r] and not forget_missing]
@@ -80,14 +89,17 @@ class Ingest:
         forget_missing: bool = False,
         thumbnails: bool = False,
         publish: ProgressFile | None = None,
+        pool: Callable[[], EmbedPool] | None = None,
     ) -> None:
         """progress: show a progress bar; thumbnails: cache the thumbnail of every
-        picture the model sees; publish: where the counts go as they grow."""
+        picture the model sees; publish: where the counts go as they grow; pool: where
+        the workers come from when the caller keeps them warm between runs (photon
+        watch), which then also closes them."""
         self.table = table
         self.model = model
         self.settings = settings.index
-        self.device = settings.model.device
-        self.threads = settings.model.threads
+        self._all_settings = settings  # the workers' model and device settings too
+        self.storage = Storage.from_settings(settings)  # for s3:// roots
         self.progress = progress
         self.forget_missing = forget_missing
         self.thumbnails = thumbnails
@@ -96,10 +108,12 @@ class Ingest:
         self.planner = Planner(table, model.name)
         self.writer = Writer(table, self.planner.indexed_paths, self.settings.commit_interval)
         self._pool: EmbedPool | None = None
+        self._warm = pool
         self._batch: list[str] = []
         self._bar: tqdm | None = None
+        self._needs: Counter[Extra] = Counter()  # files left for an extra not installed
 
-    def run(self, roots: Sequence[Path]) -> IndexReport:
+    def run(self, roots: Sequence[Root]) -> IndexReport:
         """Index the files under roots (which check_roots found present)."""
         started = time.monotonic()
         if self.publish is not None:
@@ -122,13 +136,14 @@ class Ingest:
             self._bar.close()
         if self.settings.prune:
             self._prune(roots, walk)
+        self.report.warnings += [_needs(extra, n) for extra, n in self._needs.items()]
         self.table.optimize()
         self.report.elapsed = round(time.monotonic() - started, 3)
         self.report.images_per_second = round(self.report.indexed / self.report.elapsed, 2)
         return self.report
 
-    def _index(self, roots: Sequence[Path], walk: _Walked) -> None:
-        present = [r for r in roots if os.path.lexists(r)]
+    def _index(self, roots: Sequence[Root], walk: _Walked) -> None:
+        present = [r for r in roots if _present(r)]
         for item in self._walk(present):
             if isinstance(item, WalkError):
                 walk.unreadable.append(str(item.path))
@@ -145,44 +160,61 @@ class Ingest:
         self._apply(self.planner.resolve())  # copies found while the last rows committed
         self._commit()
 
-    def _walk(self, roots: Sequence[Path]) -> Iterator[FoundFile | WalkError]:
-        return discover(
-            roots, exclude=self.settings.exclude, include_hidden=self.settings.include_hidden
-        )
+    def _walk(self, roots: Sequence[Root]) -> Iterator[FoundFile | WalkError]:
+        options = {"exclude": self.settings.exclude, "include_hidden": self.settings.include_hidden}
+        local = [r for r in roots if isinstance(r, Path)]
+        yield from discover(local, **options) if local else ()
+        for root in roots:
+            if isinstance(root, str):
+                yield from list_objects(root, self.storage, **options)
 
-    def _count(self, roots: Sequence[Path]) -> int:
+    def _count(self, roots: Sequence[Root]) -> int:
         """A stat-only first pass, so the progress bar can show an ETA."""
-        present = [r for r in roots if os.path.lexists(r)]
+        present = [r for r in roots if _present(r)]
         return sum(1 for _ in self._walk(present))
 
     def _take(self, found: FoundFile) -> None:
-        self.report.discovered += 1
-        if self.planner.unchanged(found):
-            self.report.skipped += 1
-            self._bar.update()
+        if not self._admit(found):
             return
         path = str(found.path)
-        if found.size > self.settings.max_file_size:
-            self._fail(
-                path,
-                f"file is {found.size:,} bytes, above the limit of "
-                f"{self.settings.max_file_size:,} (index.max_file_size)",
-            )
-            return
         try:
-            digest = file_hash(found.path)  # streamed: memory does not grow with the file
+            # Streamed: memory does not grow with the file.
+            digest = source_hash(found.path, self.storage)
         except OSError as e:
             self._fail(path, str(read_error(e)))
             return
         self._apply(self.planner.place(found, digest))
 
+    def _admit(self, found: FoundFile) -> bool:
+        """Count a file found; whether it needs reading (not unchanged, not too large)."""
+        self.report.discovered += 1
+        if self.planner.unchanged(found):
+            self.report.skipped += 1
+            self._bar.update()
+            return False
+        extra = extra_for(found.path)
+        if extra is not None:  # one line for them all, not a failure each
+            self._needs[extra] += 1
+            self._bar.update()
+            return False
+        if found.size > self.settings.max_file_size:
+            self._fail(
+                str(found.path),
+                f"file is {found.size:,} bytes, above the limit of "
+                f"{self.settings.max_file_size:,} (index.max_file_size)",
+            )
+            return False
+        return True
+
     def _apply(self, outcome: Outcome, *, embedded: bool = False) -> None:
         """Carry out what the planner decided; embedded: the first row came from the model."""
         if outcome.rows:
             self.report.indexed += embedded
-            self.report.reused += len(outcome.rows) - embedded
+            # Counted by file: a video's frames are rows of one file.
+            files = len({file_of(row.path) for row in outcome.rows})
+            self.report.reused += files - embedded
             self.writer.add(outcome.rows)
-            self._bar.update(len(outcome.rows))
+            self._bar.update(files)
         for path, error in outcome.failed:
             self._fail(path, error)
         for path in outcome.embed:
@@ -202,23 +234,19 @@ class Ingest:
     def _start_pool(self) -> EmbedPool:
         """Started on first need, so a run with nothing new never loads the model."""
         if self._pool is None:
-            workers = self.settings.workers or os.cpu_count() or 1
-            threads = self.threads or max(1, (os.cpu_count() or 1) // workers)
-            config = WorkerConfig(
-                self.model,
-                self.device,
-                threads,
-                self.settings.max_pixels,
-                thumbnails_of=self.table.db_path if self.thumbnails else None,
-            )
-            self._pool = EmbedPool(config, workers=workers, timeout=self.settings.image_timeout)
+            if self._warm is not None:
+                self._pool = self._warm()
+            else:
+                thumbnails_of = self.table.db_path if self.thumbnails else None
+                self._pool = start_pool(self.model, self._all_settings, thumbnails_of)
             self.report.device = self._pool.device
         return self._pool
 
     def _close_pool(self) -> None:
         if self._pool is not None:
             pool, self._pool = self._pool, None
-            pool.close()
+            if self._warm is None:
+                pool.close()
 
     def _collect(self, wait: bool) -> None:
         if self._pool is not None:
@@ -243,13 +271,13 @@ class Ingest:
         rows = self.writer.commit()
         self.planner.committed(rows)
 
-    def _prune(self, roots: Sequence[Path], walk: _Walked) -> None:
+    def _prune(self, roots: Sequence[Root], walk: _Walked) -> None:
         """Drop rows of files gone from under an indexed root. Rows are kept under
         folders that could not be read this time, and under a root that is missing or
         has no pictures now while the index holds some: both may only be unmounted."""
         scopes = [str(r) for r in roots]
         if not self.forget_missing:
-            empty = [r for r in roots if not walk.found[r] and os.path.lexists(r)]
+            empty = [r for r in roots if not walk.found[r] and _present(r)]
             indexed = _rows_under(self.table, empty)
             for root in empty:
                 if indexed[root]:
@@ -259,11 +287,20 @@ class Ingest:
         # A file seen by the walk may have gone since (deleted during the run), or have
         # changed and failed: its row describes bytes that are no longer there.
         failed = {f.path for f in self.report.failures}
+        # A row is in scope when it is a scope or under a folder one: a set and one
+        # startswith, as a watch batch passes thousands of files as roots.
+        exact = set(scopes)
+        folders = tuple(s.rstrip(os.sep) + os.sep for s in scopes if not os.path.isfile(s))
+        # A video's frames are rows of the video's file.
         gone = [
             p
-            for p in self.table.paths()
-            if (p in walk.seen and (p in failed or _vanished(p)))
-            or (p not in walk.seen and any(_under(p, s) for s in scopes) and not p.startswith(keep))
+            for p, f in ((p, file_of(p)) for p in self.table.paths())
+            if (f in walk.seen and (f in failed or vanished(f, self.storage)))
+            or (
+                f not in walk.seen
+                and (f in exact or f.startswith(folders))
+                and not f.startswith(keep)
+            )
         ]
         self.table.delete_paths(gone)
         self.report.removed = len(gone)
@@ -275,41 +312,56 @@ class Ingest:
             self._bar.update()
 
 
+def start_pool(model: ModelFiles, settings: Settings, thumbnails_of: Path | None) -> EmbedPool:
+    """Worker processes with the model loaded; thumbnails_of: a database folder whose
+    thumbnail cache they fill."""
+    workers = settings.index.workers or os.cpu_count() or 1
+    threads = settings.model.threads or max(1, (os.cpu_count() or 1) // workers)
+    config = WorkerConfig(
+        model,
+        settings.model.device,
+        threads,
+        settings.index.max_pixels,
+        thumbnails_of,
+        video_timeout=settings.index.image_timeout,
+    )
+    return EmbedPool(config, workers=workers, timeout=settings.index.image_timeout)
+
+
 @dataclass
 class _Walked:
     """What the walk met: paths found, per-root counts, folders it could not read."""
 
     seen: set[str] = field(default_factory=set)
-    found: Counter[Path] = field(default_factory=Counter)
+    found: Counter[Root] = field(default_factory=Counter)
     unreadable: list[str] = field(default_factory=list)
 
 
-def _rows_under(table: ImageTable | None, roots: Sequence[Path]) -> Counter[Path]:
-    counts: Counter[Path] = Counter()
+def _rows_under(table: ImageTable | None, roots: Sequence[Root]) -> Counter[Root]:
+    counts: Counter[Root] = Counter()
     if table is None or not roots:
         return counts
     for path in table.paths():
         for root in roots:
-            if _under(path, str(root)):
+            if _under(file_of(path), str(root)):
                 counts[root] += 1
     return counts
 
 
-def _kept(root: Path, rows: int, why: str) -> str:
+def _needs(extra: Extra, count: int) -> str:
+    files = "file" if count == 1 else "files"
+    return f"{count} {extra.kind} {files} skipped: pip install 'photon-index[{extra.extra}]'"
+
+
+def _kept(root: Root, rows: int, why: str) -> str:
     return (
         f"{display(root)} {why}: its {rows} indexed pictures are kept (an unmounted drive?); "
         "to remove them from the index, run again with --forget-missing"
     )
 
 
-def _vanished(path: str) -> bool:
-    try:
-        os.lstat(path)
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False  # unreadable is not gone
-    return False
+def _present(root: Root) -> bool:
+    return isinstance(root, str) or os.path.lexists(root)
 
 
 def _under(path: str, scope: str) -> bool:

@@ -2,9 +2,14 @@
 photon_index.actions moves, trashes or deletes them.
 
 1. exact: the same bytes (content hash);
-2. near: perceptual hashes at most `phash_distance` bits apart (resized, re-encoded,
-   slightly cropped or brightened copies) and embeddings with cosine at least
-   `near_cosine`: the pHash sees only grey, so a recoloured picture is not a copy;
+2. near: resized, re-encoded, cropped, brightened, watermarked, framed or screenshot
+   copies, in two stages. Candidates: pHashes at most `phash_distance` bits apart, of
+   the pictures or of the pictures with their borders trimmed (hashing.border_box).
+   Verification: a candidate counts only when an independent signal agrees, the dHash
+   of the trimmed pictures within `dhash_distance` bits, and the embeddings have
+   cosine at least `near_cosine` (the hashes see only grey: a recoloured picture is
+   not a copy). Rows indexed before the dHash existed are paired by pHash alone,
+   within _UNVERIFIED_DISTANCE bits, until `photon index` fills their hashes in;
 3. similar (optional): embeddings with cosine at least `similar_cosine` (the same scene,
    not a copy).
 
@@ -20,6 +25,8 @@ Two paths of one file (a hard link, or a file seen through a symlinked folder) a
 picture, never a duplicate pair: the second path is an alias, reported with its group
 and never a duplicate. A real file is always kept before a symbolic link to a file,
 which keeps nothing once its target goes (and its target may lie outside the library).
+
+Each duplicate carries its evidence: the signals that made it one and their values.
 
 Every duplicate is within the tier's threshold of the keeper itself: pairs are linked
 into clusters (union-find), but a member that is close only to another member, not to
@@ -42,8 +49,11 @@ from itertools import combinations, pairwise
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from photon_index import files
 from photon_index.errors import UsageError
+from photon_index.files import files_of
 from photon_index.store.table import ImageTable
 
 TIERS = ("exact", "near", "similar")
@@ -58,8 +68,14 @@ _SORT_COST = 10
 _BLOCK_FLOATS = 1 << 25
 # Near pairs whose embeddings are read at once: at 768-d, at most 24 MiB of vectors.
 _PAIRS_PER_READ = 4096
+# A near pair without the second look (a row indexed before the dHash) is one only
+# within this many pHash bits: the measured best single-hash threshold.
+_UNVERIFIED_DISTANCE = 6
 CHOSEN = "chosen by you"  # the reason of a keeper the user picked
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+Evidence = dict[str, float | int | str | None]
 
 
 @dataclass(frozen=True)
@@ -75,6 +91,10 @@ class DuplicateGroup:
     # Linked to the group through its members but beyond the threshold of the keeper:
     # left alone here (they may form a group of their own).
     beyond: list[str] = field(default_factory=list)
+    # duplicate -> what made it one, measured from the suggested keeper: the content
+    # hash (exact); Hamming bits of phash, phash_trimmed and dhash, and the embeddings'
+    # cosine (near); the cosine (similar)
+    evidence: dict[str, Evidence] = field(default_factory=dict)
 
     def with_keeper(self, path: str) -> DuplicateGroup:
         """The group with the user's pick as its keeper (the suggested one becomes a
@@ -96,6 +116,9 @@ class _Images:
     row_ids: np.ndarray  # for reading a few rows' embeddings (take_rows)
     content_hash: np.ndarray
     phash: np.ndarray  # uint64
+    phash_trimmed: np.ndarray  # uint64; the phash where the row lacks it
+    dhash: np.ndarray  # uint64; 0 where the row lacks it
+    verifiable: np.ndarray  # bool: the row has phash_trimmed and dhash
     width: np.ndarray
     height: np.ndarray
     file_size: np.ndarray
@@ -104,6 +127,8 @@ class _Images:
     age: np.ndarray
     taken: np.ndarray  # bool: age is taken_at
     rank: np.ndarray  # place in keeper order: 0 is the best keeper of the whole table
+    # bool: one of a RAW+JPEG pair (files.pair_key): kept first, never a duplicate
+    paired: np.ndarray
     # id -> whether its path is a symbolic link, read only for rows that share a group
     links: dict[int, bool] = field(default_factory=dict)
 
@@ -117,27 +142,30 @@ class _Images:
 _Labeller = Callable[[np.ndarray], np.ndarray]
 # keeper ids, member ids -> whether each member is within the threshold of its keeper
 _Closeness = Callable[[np.ndarray, np.ndarray], np.ndarray]
-# a group's members, keeper first -> its distance (largest to the keeper)
-_Spread = Callable[[np.ndarray], float]
+# groups' members, keeper first -> each group's distance (largest to the keeper) and
+# its other members' evidence
+_Explain = Callable[[list[np.ndarray]], list[tuple[float, list[Evidence]]]]
 
 
 def find_duplicates(
     table: ImageTable,
     *,
     phash_distance: int,
+    dhash_distance: int,
     near_cosine: float,
     similar_cosine: float | None,
     dismissed: Sequence[frozenset[str]] = (),
 ) -> list[DuplicateGroup]:
     """Groups of duplicates, exact then near then similar (None: no similar tier), each
-    tier's in keeper path order. Near copies are within phash_distance bits and
-    near_cosine of their keeper. A group whose content hashes all lie in one dismissed
-    set is left out, and its pictures stay apart for the looser tiers (where such a
-    group is left out again)."""
-    if not 0 <= phash_distance <= MAX_PHASH_DISTANCE:
-        raise UsageError(
-            f"the pHash distance must be 0 to {MAX_PHASH_DISTANCE} bits, not {phash_distance}"
-        )
+    tier's in keeper path order. Near copies are within phash_distance bits (either
+    pHash), dhash_distance bits (dHash) and near_cosine of their keeper. A group whose
+    content hashes all lie in one dismissed set is left out, and its pictures stay apart
+    for the looser tiers (where such a group is left out again)."""
+    for name, bits in (("pHash", phash_distance), ("dHash", dhash_distance)):
+        if not 0 <= bits <= MAX_PHASH_DISTANCE:
+            raise UsageError(
+                f"the {name} distance must be 0 to {MAX_PHASH_DISTANCE} bits, not {bits}"
+            )
     for cosine in (near_cosine, similar_cosine):
         if cosine is not None and not -1 <= cosine <= 1:
             raise UsageError(f"the cosine must be between -1 and 1, not {cosine}")
@@ -152,33 +180,128 @@ def find_duplicates(
 
     kept = _not_dismissed(images, dismissed)
 
-    def tier(name: str, label: _Labeller, close: _Closeness, spread: _Spread) -> None:
+    def tier(name: str, label: _Labeller, close: _Closeness, explain: _Explain) -> None:
         nonlocal ids
         found = [(m, b) for m, b in _complete(ids, label, close, images) if kept(m)]
-        groups.extend(_group(name, m, b, images, spread(m), aliases) for m, b in found)
+        found = [(m, b) for m, b in ((_unpaired(m, images), b) for m, b in found) if len(m) > 1]
+        explained = explain([m for m, _ in found])
+        groups.extend(
+            _group(name, m, b, images, e, aliases)
+            for (m, b), e in zip(found, explained, strict=True)
+        )
         ids = _without_duplicates(ids, [m for m, _ in found])
 
     groups: list[DuplicateGroup] = []
-    tier("exact", lambda i: labels[i], _always, lambda m: 0.0)
-    phash = images.phash
-    tier(
-        "near",
-        lambda i: _near_labels(phash[i], phash_distance),
-        lambda k, m: (
-            (np.bitwise_count(phash[k] ^ phash[m]) <= phash_distance)
-            & (_cosines(table, images.row_ids, k, m) >= near_cosine)
-        ),
-        lambda m: _hamming_spread(phash, m),
-    )
+    tier("exact", lambda i: labels[i], _always, lambda ms: [_same_bytes(images, m) for m in ms])
+    near = _Near(table, images, phash_distance, dhash_distance, near_cosine)
+    tier("near", near.labels, near.close, near.explain)
     if similar_cosine is not None:
-        vectors = _embeddings(table)
+        vectors = _embeddings(table, images)
         tier(
             "similar",
             lambda i: _components(len(i), cosine_pairs(vectors[i], similar_cosine)),
             lambda k, m: np.einsum("ij,ij->i", vectors[k], vectors[m]) >= similar_cosine,
-            lambda m: _cosine_spread(vectors, m),
+            lambda ms: [_cosine_spread(vectors, m) for m in ms],
         )
     return sorted(groups, key=lambda g: (TIERS.index(g.tier), g.keep))
+
+
+@dataclass(frozen=True)
+class _Near:
+    """The near tier's rule: candidates by either pHash, verified by the dHash and the
+    embeddings."""
+
+    table: ImageTable
+    images: _Images
+    phash_distance: int
+    dhash_distance: int
+    near_cosine: float
+
+    def labels(self, ids: np.ndarray) -> np.ndarray:
+        """Components of the verified candidate pairs among ids."""
+        images = self.images
+        found = [
+            _candidate_pairs(hashes[ids], self.phash_distance)
+            for hashes in (images.phash, images.phash_trimmed)
+        ]
+        pairs = np.unique(np.concatenate(found), axis=0)
+        if len(pairs):
+            pairs = pairs[self.close(ids[pairs[:, 0]], ids[pairs[:, 1]])]
+        return _components(len(ids), pairs)
+
+    def close(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        ok = self._hashes_agree(a, b)
+        ok[ok] = _cosines(self.table, self.images.row_ids, a[ok], b[ok]) >= self.near_cosine
+        return ok
+
+    def _hashes_agree(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        images = self.images
+        phash = np.bitwise_count(images.phash[a] ^ images.phash[b])
+        trimmed = np.bitwise_count(images.phash_trimmed[a] ^ images.phash_trimmed[b])
+        dhash = np.bitwise_count(images.dhash[a] ^ images.dhash[b])
+        verified = (np.minimum(phash, trimmed) <= self.phash_distance) & (
+            dhash <= self.dhash_distance
+        )
+        unverified = phash <= min(self.phash_distance, _UNVERIFIED_DISTANCE)
+        return np.where(images.verifiable[a] & images.verifiable[b], verified, unverified)
+
+    def explain(self, groups: list[np.ndarray]) -> list[tuple[float, list[Evidence]]]:
+        """Each group's distance (largest pHash distance, either pHash, to the keeper) and
+        each duplicate's signals. The cosines of all groups are read in one pass."""
+        if not groups:
+            return []
+        images = self.images
+        keepers = np.concatenate([np.full(len(m) - 1, m[0]) for m in groups])
+        others = np.concatenate([m[1:] for m in groups])
+        bits = {
+            name: np.bitwise_count(getattr(images, name)[keepers] ^ getattr(images, name)[others])
+            for name in ("phash", "phash_trimmed", "dhash")
+        }
+        cosines = _cosines(self.table, images.row_ids, keepers, others)
+        verified = images.verifiable[keepers] & images.verifiable[others]
+        evidence: list[Evidence] = [
+            {
+                "phash": int(p),
+                "phash_trimmed": int(t) if v else None,
+                "dhash": int(d) if v else None,
+                "cosine": round(float(c), 4),
+            }
+            for p, t, d, v, c in zip(
+                bits["phash"].tolist(),
+                bits["phash_trimmed"].tolist(),
+                bits["dhash"].tolist(),
+                verified.tolist(),
+                cosines.tolist(),
+                strict=True,
+            )
+        ]
+        spread = np.where(verified, np.minimum(bits["phash"], bits["phash_trimmed"]), bits["phash"])
+        found, start = [], 0
+        for members in groups:
+            end = start + len(members) - 1
+            found.append((float(spread[start:end].max()), evidence[start:end]))
+            start = end
+        return found
+
+
+def _candidate_pairs(hashes: np.ndarray, max_distance: int) -> np.ndarray:
+    """Pairs of positions whose hashes are at most max_distance bits apart, a sparse
+    cover: positions sharing a hash are chained one to the next, and each pair of close
+    distinct hashes is one pair of their first positions: no quadratic number of pairs
+    for a run of equal hashes. Only the pairs that pass verification are linked, so a
+    run whose first position fails it with another run's first is not linked to that
+    run (its members may still be, through other hashes)."""
+    unique, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
+    close = first[hamming_pairs(unique, max_distance)]
+    order = np.argsort(inverse.reshape(-1), kind="stable")
+    same = inverse.reshape(-1)[order[1:]] == inverse.reshape(-1)[order[:-1]]
+    chained = np.stack([order[:-1][same], order[1:][same]], axis=1)
+    return np.concatenate([close.reshape(-1, 2), chained]).astype(np.int64)
+
+
+def _same_bytes(images: _Images, members: np.ndarray) -> tuple[float, list[Evidence]]:
+    digest = str(images.content_hash[members[0]])
+    return 0.0, [{"content_hash": digest} for _ in members[1:]]
 
 
 def _not_dismissed(
@@ -196,6 +319,12 @@ def _not_dismissed(
         return not any(hashes <= candidate for candidate in candidates)
 
     return kept
+
+
+def _unpaired(members: np.ndarray, images: _Images) -> np.ndarray:
+    """The group without the files of RAW+JPEG pairs but its keeper: a picture's two
+    files are not copies of each other, and neither goes for a copy elsewhere."""
+    return np.r_[members[:1], members[1:][~images.paired[members[1:]]]]
 
 
 def _always(keepers: np.ndarray, members: np.ndarray) -> np.ndarray:
@@ -296,8 +425,22 @@ def cosine_pairs(vectors: np.ndarray, min_cosine: float) -> np.ndarray:
 
 def _read(table: ImageTable) -> _Images:
     names = ["path", "content_hash", "phash", "width", "height", "file_size", "mtime_ns"]
+    # A table made before the second hashes lacks their columns until a writer adds them.
+    names += [name for name in ("phash_trimmed", "dhash") if name in table.schema.names]
     data = table.with_row_ids([*names, "taken_at"])
-    phash = _fixed_size_values(data.column("phash")).reshape(-1, 8)
+    # A video's frames (files.frame_path) are not files: videos are left out.
+    frames = pc.not_equal(files_of(data.column("path")), data.column("path"))
+    if pc.any(frames).as_py():
+        data = data.filter(pc.invert(frames))
+    phash = _hash_values(data.column("phash"))
+    trimmed, dhash = (
+        _hash_values(data.column(name)) if name in names else np.zeros(len(phash), np.uint64)
+        for name in ("phash_trimmed", "dhash")
+    )
+    verifiable = np.ones(len(phash), bool)
+    for name in ("phash_trimmed", "dhash"):
+        column = data.column(name) if name in names else pa.nulls(len(phash))
+        verifiable &= column.is_valid().to_numpy(zero_copy_only=False)
     taken_at = data.column("taken_at").to_numpy().astype("datetime64[us]")
     taken = ~np.isnat(taken_at)
     age = np.where(taken, taken_at.view(np.int64), data.column("mtime_ns").to_numpy() // 1000)
@@ -305,31 +448,40 @@ def _read(table: ImageTable) -> _Images:
     file_size = data.column("file_size").to_numpy()
     paths = data.column("path").to_pylist()
     pixels = width.astype(np.int64) * height
-    # Keeper order: most pixels, then largest file, then oldest, then path (for ties).
+    paired = files.paired(data.column("path"))
+    # Keeper order: one of a RAW+JPEG pair, then most pixels, then largest file, then
+    # oldest, then path (for ties).
     # lexsort wants each path's rank, which is the inverse of argsort's permutation.
     by_path = np.argsort(np.asarray(paths, dtype=str), kind="stable")
     path_rank = np.empty(len(paths), dtype=np.int64)
     path_rank[by_path] = np.arange(len(paths))
-    order = np.lexsort((path_rank, age, -file_size, -pixels))
+    order = np.lexsort((path_rank, age, -file_size, -pixels, ~paired))
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
     return _Images(
         paths=paths,
         row_ids=data.column("_rowid").to_numpy(),
         content_hash=data.column("content_hash").to_numpy(zero_copy_only=False).astype(str),
-        phash=np.ascontiguousarray(phash).view(">u8").reshape(-1).astype(np.uint64),
+        phash=phash,
+        phash_trimmed=np.where(verifiable, trimmed, phash),
+        dhash=dhash,
+        verifiable=verifiable,
         width=width,
         height=height,
         file_size=file_size,
         age=age,
         taken=taken,
         rank=rank,
+        paired=paired,
     )
 
 
-def _embeddings(table: ImageTable) -> np.ndarray:
-    column = table.columns(["embedding"]).column("embedding")
-    return _fixed_size_values(column).reshape(-1, table.dim)
+def _embeddings(table: ImageTable, images: _Images) -> np.ndarray:
+    """The embeddings of the rows _read kept (it leaves videos' frames out), in order."""
+    data = table.with_row_ids(["embedding"])
+    vectors = _fixed_size_values(data.column("embedding")).reshape(-1, table.dim)
+    kept = np.isin(data.column("_rowid").to_numpy(), images.row_ids)
+    return vectors if kept.all() else vectors[kept]
 
 
 def _cosines(table: ImageTable, row_ids: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -345,6 +497,15 @@ def _cosines(table: ImageTable, row_ids: np.ndarray, a: np.ndarray, b: np.ndarra
         first, second = np.split(where.reshape(-1), 2)
         cosines[block] = np.einsum("ij,ij->i", vectors[first], vectors[second])
     return cosines
+
+
+def _hash_values(column: pa.ChunkedArray) -> np.ndarray:
+    """A column of 8-byte hashes as uint64 (MSB first); a null one is 0."""
+    array = column.combine_chunks()
+    values = array.values.slice(array.offset * 8, len(array) * 8)  # null rows' slots too
+    values = pc.fill_null(values, 0).to_numpy(zero_copy_only=False).astype(np.uint8)
+    hashes = np.ascontiguousarray(values.reshape(-1, 8)).view(">u8").reshape(-1)
+    return np.where(array.is_valid().to_numpy(zero_copy_only=False), hashes, 0).astype(np.uint64)
 
 
 def _fixed_size_values(column: pa.ChunkedArray) -> np.ndarray:
@@ -374,12 +535,6 @@ def _without_duplicates(ids: np.ndarray, clusters: list[np.ndarray]) -> np.ndarr
     if not clusters:
         return ids
     return np.setdiff1d(ids, np.concatenate([c[1:] for c in clusters]))
-
-
-def _near_labels(hashes: np.ndarray, max_distance: int) -> np.ndarray:
-    # Identical hashes are the same node, which keeps long runs of them out of the sorts.
-    unique, inverse = np.unique(hashes, return_inverse=True)
-    return _components(len(unique), hamming_pairs(unique, max_distance))[inverse.reshape(-1)]
 
 
 def _components(n: int, pairs: np.ndarray) -> np.ndarray:
@@ -453,14 +608,10 @@ def _sharing_pairs(
     return np.concatenate(firsts), np.concatenate(seconds)
 
 
-def _hamming_spread(phash: np.ndarray, members: np.ndarray) -> float:
-    keeper, others = phash[members[0]], phash[members[1:]]
-    return float(np.bitwise_count(others ^ keeper).max())
-
-
-def _cosine_spread(embeddings: np.ndarray, members: np.ndarray) -> float:
+def _cosine_spread(embeddings: np.ndarray, members: np.ndarray) -> tuple[float, list[Evidence]]:
     keeper, others = embeddings[members[0]], embeddings[members[1:]]
-    return round(float(1 - (others @ keeper).min()), 4)
+    cosines = [round(float(c), 4) for c in others @ keeper]
+    return round(1 - min(cosines), 4), [{"cosine": c} for c in cosines]
 
 
 def _group(
@@ -468,10 +619,11 @@ def _group(
     members: np.ndarray,
     beyond: np.ndarray,
     images: _Images,
-    distance: float,
+    explained: tuple[float, list[Evidence]],
     aliases: dict[int, list[str]],
 ) -> DuplicateGroup:
     keep, *others = members.tolist()
+    distance, evidence = explained
     runner_up = min(others, key=lambda i: (images.is_link(i), images.rank[i]))
     return DuplicateGroup(
         tier=tier,
@@ -481,6 +633,7 @@ def _group(
         distance=distance,
         aliases=sorted(a for i in members.tolist() for a in aliases.get(i, [])),
         beyond=sorted(images.paths[i] for i in beyond.tolist()),
+        evidence={images.paths[i]: e for i, e in zip(others, evidence, strict=True)},
     )
 
 
@@ -488,6 +641,8 @@ def _reason(images: _Images, keep: int, runner_up: int) -> str:
     """What made the keeper win over the next best file of its group."""
     if images.is_link(runner_up) and not images.is_link(keep):
         return "the real file (the others are symbolic links)"
+    if images.paired[keep]:
+        return "one of a RAW+JPEG pair (the camera's two files of one picture)"
     w, h = int(images.width[keep]), int(images.height[keep])
     if w * h != int(images.width[runner_up]) * int(images.height[runner_up]):
         return f"largest picture ({w}×{h})"  # noqa: RUF001

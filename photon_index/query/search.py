@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from photon_index.config import MAX_RESULTS, Settings
 from photon_index.errors import ImageError, UsageError
+from photon_index.files import file_of, is_raw, pair_key, split_frame
 from photon_index.store.schema import arrow_to_pandas, image_id
 from photon_index.store.table import ImageTable, Nearest, sql_quote
 
@@ -62,6 +63,7 @@ HIT_SCHEMA = pa.schema(
         pa.field("taken_at", pa.timestamp("us")),
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
+        pa.field("at", pa.float64()),
     ]
 )
 
@@ -102,14 +104,15 @@ class Filters:
 
 @dataclass(frozen=True)
 class Hit:
-    id: str  # schema.image_id of the path
+    id: str  # schema.image_id of its row's path (for a video, of the frame's)
     rank: int
-    path: str
+    path: str  # the file
     score: float
     distance: float  # cosine distance, 1 - cosine similarity
     taken_at: datetime | None
     width: int
     height: int
+    at: float | None = None  # a video's best-matching frame: seconds from its start
 
 
 @dataclass(frozen=True)
@@ -271,9 +274,18 @@ class Searcher:
             kept = np.isin(rows, allowed)
             rows, lowest = rows[kept], lowest[kept]
         columns = ["path", "taken_at", "width", "height"]
-        found = self.table.take_rows(rows[:limit].tolist(), columns).to_pylist()
+        asked = limit
+        while True:
+            found = self.table.take_rows(rows[:asked].tolist(), columns).to_pylist()
+            for row, value in zip(found, lowest[:asked].tolist(), strict=True):
+                row["_lowest"] = value
+            shown = _one_per_picture(found, None)
+            if len(shown) >= limit or asked >= len(rows):
+                break
+            asked *= 4  # frames of one video or a RAW+JPEG pair took several places
         hits: list[Hit] = []
-        for row, value in zip(found, lowest[:limit].tolist(), strict=True):
+        for row in shown[:limit]:
+            value = row["_lowest"]
             score = round(1.0 / (1.0 + math.exp(-value)), 6)
             if filters.min_score is not None and score < filters.min_score:
                 break
@@ -321,14 +333,20 @@ class Searcher:
         search = self.settings.search
         how = Nearest(search.nprobes, search.refine_factor, search.filtered_exact_rows)
         columns = ["path", "taken_at", "width", "height"]
+        where, among = filters.sql(), None if among is None else np.sort(among)
         # One more, for the excluded path to take the place of.
         asked = limit + (exclude is not None)
-        if among is not None:
-            found = self.table.nearest_among(vector, asked, columns, np.sort(among), filters.sql())
-        else:
-            found = self.table.nearest(vector, asked, how, columns, filters.sql())
-        rows = found.to_pylist()
-        rows = [row for row in rows if row["path"] != exclude][:limit]
+        while True:
+            if among is not None:
+                found = self.table.nearest_among(vector, asked, columns, among, where).to_pylist()
+            else:
+                found = self.table.nearest(vector, asked, how, columns, where).to_pylist()
+            rows = _one_per_picture(found, exclude)
+            # Frames of one video, or a RAW and its JPEG, took several places: ask more.
+            if len(rows) >= limit or len(found) < asked:
+                break
+            asked *= 4
+        rows = rows[:limit]
         hits = []
         for row in rows:
             score = self._score(1.0 - row["_distance"], kind)
@@ -369,12 +387,13 @@ class Searcher:
         return self._embed_picture(data, term.value)
 
     def _embed_picture(self, data: bytes, name: str) -> np.ndarray:
-        from photon_index.decode import decode
+        from photon_index.decode import decode_file
 
         encoder = self.encoders.image()
         size = (encoder.preprocess.width, encoder.preprocess.height)
+        max_pixels = self.settings.index.max_pixels
         try:
-            picture = decode(data, max_pixels=self.settings.index.max_pixels, draft=size)
+            picture = decode_file(name, data, max_pixels=max_pixels, draft=size)
         except ImageError as e:
             raise ImageError(f"{name}: {e}") from e
         return encoder.encode([picture.image])[0]
@@ -388,16 +407,45 @@ class Searcher:
 
 
 def _hit(row: dict[str, Any], rank: int, score: float, distance: float) -> Hit:
+    path, at = split_frame(row["path"])
     return Hit(
         id=image_id(row["path"]),
         rank=rank,
-        path=row["path"],
+        path=path,
         score=score,
         distance=distance,
         taken_at=row["taken_at"],
         width=row["width"],
         height=row["height"],
+        at=at,
     )
+
+
+def _one_per_picture(rows: list[dict[str, Any]], exclude: str | None) -> list[dict[str, Any]]:
+    """The rows (best first) of different pictures: a video is shown by its best frame,
+    a RAW and the JPEG beside it by the better of the two. exclude: a row path whose
+    picture is left out."""
+    shown: set[tuple[str, ...]] = set() if exclude is None else _picture(exclude)[0]
+    kept = []
+    for row in rows:
+        claims, conflicts = _picture(row["path"])
+        if not conflicts & shown:
+            shown |= claims
+            kept.append(row)
+    return kept
+
+
+def _picture(path: str) -> tuple[set[tuple[str, ...]], set[tuple[str, ...]]]:
+    """What a row stands for, and what it may not be shown beside: its file, and for a
+    RAW or a JPEG, its side of the pair its folder and stem make."""
+    file = file_of(path)
+    claims, conflicts = {("file", file)}, {("file", file)}
+    pair = pair_key(file)
+    if pair is not None:
+        raw = is_raw(file)
+        claims.add(("raw" if raw else "jpeg", pair))
+        conflicts.add(("jpeg" if raw else "raw", pair))
+    return claims, conflicts
 
 
 def _check_limit(limit: int) -> None:

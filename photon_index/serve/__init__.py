@@ -11,7 +11,8 @@ from __future__ import annotations
 import secrets
 import socket
 import webbrowser
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from photon_index.errors import UsageError
@@ -32,10 +33,12 @@ def serve(
     port: int = DEFAULT_PORT,
     token: str | None = None,
     open_browser: bool = False,
+    watch: bool = False,
     echo: Callable[[str], None] = print,
 ) -> None:
     """Serve index until Ctrl-C. Any host but a loopback one needs a token: token, else
-    one made now and printed once, in the address to open."""
+    one made now and printed once, in the address to open. watch: keep the index in
+    step with the folders it was built from meanwhile (photon_index/watch.py)."""
     try:
         import uvicorn
 
@@ -53,7 +56,7 @@ def serve(
     url = f"http://{_address(host)}:{listener.getsockname()[1]}/"
     if token:
         url += f"?token={token}"
-    echo(f"photon serves {index.db_path} at {url}")
+    echo(f"photon serves {index.db} at {url}")
     if token and local:
         echo("the token in that address is needed once per browser: keep it to yourself")
     elif token:
@@ -62,7 +65,31 @@ def serve(
     if open_browser:
         webbrowser.open(url)
     config = uvicorn.Config(app, log_level="warning", access_log=False)
-    uvicorn.Server(config).run(sockets=[listener])
+    with _watching(index, watch, echo):
+        uvicorn.Server(config).run(sockets=[listener])
+
+
+@contextmanager
+def _watching(index: Index, watch: bool, echo: Callable[[str], None]) -> Iterator[None]:
+    if not watch:
+        yield
+        return
+    from photon_index.store.roots import read_roots
+    from photon_index.watch import WatchEvent, watching
+
+    roots = read_roots(index.db_path)
+    if not roots:
+        raise UsageError(
+            f"--watch: the index at {index.db_path} records no folders yet; "
+            "run `photon index FOLDER` first"
+        )
+
+    def show(event: WatchEvent) -> None:
+        for line in event.lines():
+            echo(line)
+
+    with watching(index, roots, show):
+        yield
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -23,6 +23,7 @@ from photon_index.errors import FileChangedError, NotFoundError, PhotonError, Us
 from photon_index.index import Index
 from photon_index.serve import duplicates
 from photon_index.serve.forms import SearchForm, check_upload, checked_id
+from photon_index.store.location import is_remote
 
 router = APIRouter(prefix="/api", tags=["api"])
 log = logging.getLogger("photon.serve")
@@ -239,6 +240,8 @@ def original(request: Request, image_id: str) -> Response:
     media = MEDIA_TYPES.get(record.format.upper())
     if media is None:
         raise NotFoundError(f"picture {record.id} is a {record.format} file, which is not served")
+    if is_remote(record.path):  # an s3:// object: its bytes, checked against the index
+        return Response(_index(request).original(record.id), media_type=media)
     try:
         stat = os.stat(record.path)
     except OSError as e:

@@ -37,6 +37,14 @@ class ImageRow:
     model: str
     embedding: np.ndarray
     indexed_at: datetime
+    # dedupe's second look (hashing.PerceptualHashes); None in rows indexed before them,
+    # until `photon index` fills them in (fill_hashes)
+    phash_trimmed: bytes | None = None
+    dhash: bytes | None = None
+
+
+# The hash columns as bytes in ImageRow, lists of bytes in the table.
+HASH_COLUMNS = ("phash", "phash_trimmed", "dhash")
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,10 @@ def image_schema(dim: int, model: str, model_ref: str) -> pa.Schema:
             pa.field("model", pa.string(), nullable=False),
             pa.field("embedding", pa.list_(pa.float32(), dim), nullable=False),
             pa.field("indexed_at", pa.timestamp("us", tz="UTC"), nullable=False),
+            # Columns added after the first release are nullable: opening an older table
+            # adds them, all null (ImageTable.open).
+            pa.field("phash_trimmed", pa.list_(pa.uint8(), PHASH_BYTES)),
+            pa.field("dhash", pa.list_(pa.uint8(), PHASH_BYTES)),
         ],
         metadata={MODEL_KEY: model.encode(), MODEL_REF_KEY: model_ref.encode()},
     )
@@ -127,8 +139,9 @@ def embedding_dim(schema: pa.Schema) -> int:
 
 
 def rows_to_arrow(rows: list[ImageRow], schema: pa.Schema) -> pa.Table:
-    columns = {f.name: [getattr(row, f.name) for row in rows] for f in fields(ImageRow)}
-    columns["phash"] = [list(h) for h in columns["phash"]]
+    columns = {f.name: [getattr(row, f.name) for row in rows] for f in schema}
+    for name in set(HASH_COLUMNS) & set(columns):
+        columns[name] = [None if h is None else list(h) for h in columns[name]]
     dim = embedding_dim(schema)
     flat = np.asarray(np.stack(columns.pop("embedding")), dtype=np.float32).reshape(-1)
     arrays = {
@@ -139,8 +152,10 @@ def rows_to_arrow(rows: list[ImageRow], schema: pa.Schema) -> pa.Table:
 
 
 def arrow_to_rows(table: pa.Table) -> list[ImageRow]:
-    data = table.select([f.name for f in fields(ImageRow)]).to_pylist()
+    names = [f.name for f in fields(ImageRow) if f.name in table.column_names]
+    data = table.select(names).to_pylist()
     for row in data:
-        row["phash"] = bytes(row["phash"])
+        for name in set(HASH_COLUMNS) & set(names):
+            row[name] = None if row[name] is None else bytes(row[name])
         row["embedding"] = np.asarray(row["embedding"], dtype=np.float32)
     return [ImageRow(**row) for row in data]

@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from photon_index.errors import DatabaseError, UsageError
+from photon_index.store.location import Database, Remote, local_folder
 from photon_index.store.schema import (
     MODEL_KEY,
     MODEL_REF_KEY,
@@ -66,56 +67,58 @@ class Nearest:
     exact_below: int = 0
 
 
-
 class ImageTable:
-    def __init__(self, dataset: lance.LanceDataset, db_path: Path) -> None:
+    def __init__(self, dataset: lance.LanceDataset, db: Database) -> None:
         self.dataset = dataset
-        self.db_path = db_path
+        self.db = db
+        self.db_path = local_folder(db)  # the database's files that stay on this machine
         self._writer: lancedb.table.Table | None = None
 
     @classmethod
-    def open(cls, db_path: Path) -> ImageTable | None:
-        """The table at db_path, or None when nothing was indexed there yet. A table
+    def open(cls, db: Database) -> ImageTable | None:
+        """The table at db, or None when nothing was indexed there yet. A table
         folder that exists but cannot be opened is damaged, never "no index yet": that
         would let the next run create a new table over the user's index."""
-        uri = _uri(db_path)
-        if db_path.exists() and not db_path.is_dir():
-            raise DatabaseError(f"--db {db_path} is a file, not an index folder: choose a folder")
-        if not uri.is_dir():
+        uri = table_uri(db)
+        if not _exists(db, uri):
             return None
         try:
-            dataset = lance.dataset(str(uri))
+            dataset = lance.dataset(uri, storage_options=storage_options(db))
         except _ENGINE_ERRORS as e:
-            raise DatabaseError(_damaged(db_path, e)) from e
+            raise DatabaseError(_damaged(db, e)) from e
         if MODEL_KEY not in (dataset.schema.metadata or {}):
             raise DatabaseError(
                 f"{uri} is not a photon index (it records no model): use --db for another folder"
             )
-        return cls(dataset, db_path)
+        return cls(dataset, db)
 
     @classmethod
-    def create(cls, db_path: Path, dim: int, model: str, model_ref: str) -> ImageTable:
+    def create(cls, db: Database, dim: int, model: str, model_ref: str) -> ImageTable:
         try:
-            db_path.mkdir(parents=True, exist_ok=True)
+            local_folder(db).mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise DatabaseError(f"cannot create a database at {db_path}: {e}") from e
+            raise DatabaseError(f"cannot create a database at {db}: {e}") from e
         try:
             schema = image_schema(dim, model, model_ref)
-            _connect(db_path).create_table(TABLE_NAME, schema=schema, exist_ok=True)
+            _connect(db).create_table(TABLE_NAME, schema=schema, exist_ok=True)
         except _ENGINE_ERRORS as e:
             if not _is_io_error(e):
                 raise  # a bug, not the files
-            raise _write_failed(db_path, "create", e) from e
-        table = cls.open(db_path)
+            raise _write_failed(db, "create", e) from e
+        table = cls.open(db)
         if table is None:
-            raise DatabaseError(f"cannot create a database at {db_path}")
+            raise DatabaseError(f"cannot create a database at {db}")
         return table
+
+    @property
+    def uri(self) -> str:
+        return table_uri(self.db)
 
     @property
     def writer(self) -> lancedb.table.Table:
         """The lancedb table, opened on the first write."""
         if self._writer is None:
-            self._writer = _connect(self.db_path).open_table(TABLE_NAME)
+            self._writer = _connect(self.db).open_table(TABLE_NAME)
         return self._writer
 
     @property
@@ -183,7 +186,7 @@ class ImageTable:
         try:
             self.dataset.validate()
         except _ENGINE_ERRORS as e:
-            raise DatabaseError(_damaged(self.db_path, e)) from e
+            raise DatabaseError(_damaged(self.db, e)) from e
 
     @contextmanager
     def _reading(self) -> Iterator[None]:
@@ -198,7 +201,7 @@ class ImageTable:
     def raise_if_damaged(self, e: BaseException) -> None:
         """Raise DatabaseError if a read failed because the files are damaged."""
         if _is_io_error(e):
-            raise DatabaseError(_damaged(self.db_path, e)) from e
+            raise DatabaseError(_damaged(self.db, e)) from e
         self.check()  # damage the engine reports as something else
 
     @contextmanager
@@ -212,7 +215,7 @@ class ImageTable:
             if not _is_io_error(e):
                 raise  # a bug, not the files
             self.check()  # a damaged table says so rather than "cannot write"
-            raise _write_failed(self.db_path, what, e) from e
+            raise _write_failed(self.db, what, e) from e
 
     def nearest(
         self,
@@ -258,7 +261,7 @@ class ImageTable:
             if where is not None and "Invalid user input" in str(e):
                 raise _filter_rejected(e) from e  # the engine says OSError for some of these
             if isinstance(e, OSError):
-                raise DatabaseError(f"cannot read the database at {self.db_path}: {e}") from e
+                raise DatabaseError(f"cannot read the database at {self.db}: {e}") from e
             self.raise_if_damaged(e)  # damaged files, not the user's filter
             if where is None:
                 raise  # not the user's filter: a bug
@@ -385,9 +388,36 @@ class ImageTable:
             )
 
     def _write(self, commit: Callable[[pa.Table], object], rows: list[ImageRow]) -> None:
+        self.add_missing_columns()
         data = rows_to_arrow(rows, self.schema)
         with self._writing("write to"):
             commit(data)
+        self.dataset.checkout_latest()
+
+    def update_columns(self, data: pa.Table) -> None:
+        """Set some columns of the rows whose paths are in data (its other columns are
+        path and those). Rows of other paths are left alone and none is added."""
+        with self._writing("write to"):
+            self.dataset.merge_insert("path").when_matched_update_all().execute(data)
+        self.dataset.checkout_latest()
+
+    def add_missing_columns(self) -> None:
+        """Add the columns of the schema that a table made by an older photon lacks, all
+        null (a metadata-only commit: no row is rewritten). Done by writers only, so a
+        reader never commits. Columns added to the schema are nullable for this."""
+        present = set(self.schema.names)
+        wanted = image_schema(self.dim, self.model, self.model_ref)
+        missing = [f for f in wanted if f.name not in present]
+        if not missing:
+            return
+        with self._writing("add columns to"):
+            self.dataset.add_columns(missing)
+        self._writer = None  # its schema is the old one
+        self.dataset.checkout_latest()
+
+    def refresh(self) -> None:
+        """See the commits made to the table by another writer (lance-ray's)."""
+        self._writer = None
         self.dataset.checkout_latest()
 
     def delete_paths(self, paths: Iterable[str]) -> None:
@@ -448,11 +478,30 @@ class ImageTable:
         # Both handles keep state for every version they have seen, which grows through
         # a long run of small commits (benchmarks/commits.py): start them afresh.
         self._writer = None
-        self.dataset = lance.dataset(str(_uri(self.db_path)))
+        self.dataset = lance.dataset(self.uri, storage_options=storage_options(self.db))
 
 
-def _uri(db_path: Path) -> Path:
-    return db_path / f"{TABLE_NAME}.lance"
+def table_uri(db: Database, name: str = TABLE_NAME) -> str:
+    return db.join(f"{name}.lance") if isinstance(db, Remote) else str(db / f"{name}.lance")
+
+
+def storage_options(db: Database) -> dict[str, str] | None:
+    return db.storage.lance_options() if isinstance(db, Remote) else None
+
+
+def _exists(db: Database, uri: str) -> bool:
+    """Whether a table was created at uri (a file in a table's place is an error)."""
+    if isinstance(db, Remote):
+        from pyarrow.fs import FileSelector
+
+        selector = FileSelector(f"{uri}/_versions".removeprefix("s3://"), allow_not_found=True)
+        try:
+            return bool(db.storage.filesystem().get_file_info(selector))
+        except OSError as e:
+            raise DatabaseError(f"cannot reach the database at {db}: {_reason(e)}") from e
+    if db.exists() and not db.is_dir():
+        raise DatabaseError(f"--db {db} is a file, not an index folder: choose a folder")
+    return Path(uri).is_dir()
 
 
 def _filter_rejected(e: BaseException) -> UsageError:
@@ -473,16 +522,16 @@ def _reason(e: BaseException) -> str:
     return text[:200] or type(e).__name__
 
 
-def _damaged(db_path: Path, e: BaseException) -> str:
+def _damaged(db: Database, e: BaseException) -> str:
     return (
-        f"the index at {db_path} is damaged or unreadable ({_reason(e)}): move it away "
+        f"the index at {db} is damaged or unreadable ({_reason(e)}): move it away "
         "and run `photon index` again, or use --db for another folder"
     )
 
 
-def _write_failed(db_path: Path, what: str, e: BaseException) -> DatabaseError:
+def _write_failed(db: Database, what: str, e: BaseException) -> DatabaseError:
     return DatabaseError(
-        f"cannot {what} the index at {db_path} ({_reason(e)}): {_advice(e)}; "
+        f"cannot {what} the index at {db} ({_reason(e)}): {_advice(e)}; "
         "it keeps its last committed version"
     )
 
@@ -498,13 +547,13 @@ def _advice(e: BaseException) -> str:
     return "check the disk and run it again"
 
 
-def _connect(db_path: Path) -> lancedb.DBConnection:
+def _connect(db: Database) -> lancedb.DBConnection:
     import lancedb
 
     try:
-        return lancedb.connect(str(db_path))
+        return lancedb.connect(str(db), storage_options=storage_options(db))
     except (OSError, ValueError) as e:
-        raise DatabaseError(f"cannot open the database at {db_path}: {e}") from e
+        raise DatabaseError(f"cannot open the database at {db}: {e}") from e
 
 
 def _chunks(values: list[str]) -> Iterator[list[str]]:

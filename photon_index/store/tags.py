@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import lance
 import numpy as np
@@ -17,8 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from photon_index.errors import DatabaseError
+from photon_index.files import files_of
 from photon_index.store.atomic import write_json_record
-from photon_index.store.table import _chunks, _sql_list
+from photon_index.store.location import Database, Remote
+from photon_index.store.table import _chunks, _exists, _sql_list, storage_options, table_uri
 
 TAGS_TABLE = "tags"
 STATE_FILE = "tags.json"
@@ -45,29 +46,42 @@ class TagState:
 
 
 class TagStore:
-    def __init__(self, db_path: Path) -> None:
-        self.db_path = db_path
-        self.uri = db_path / f"{TAGS_TABLE}.lance"
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.uri = table_uri(db, TAGS_TABLE)
+        self._options = storage_options(db)
 
     def state(self) -> TagState | None:
         try:
-            return TagState(**json.loads((self.db_path / STATE_FILE).read_text("utf-8")))
+            if isinstance(self.db, Remote):
+                text = self.db.read_text(STATE_FILE)
+                return None if text is None else TagState(**json.loads(text))
+            return TagState(**json.loads((self.db / STATE_FILE).read_text("utf-8")))
         except FileNotFoundError:
             return None
         except (OSError, ValueError, TypeError) as e:
             raise DatabaseError(
-                f"cannot read {self.db_path / STATE_FILE} ({e}): run `photon tags --recompute`"
+                f"cannot read {self.db}/{STATE_FILE} ({e}): run `photon tags --recompute`"
             ) from e
 
     def write_state(self, state: TagState) -> None:
-        write_json_record(self.db_path / STATE_FILE, asdict(state))
+        if isinstance(self.db, Remote):
+            self.db.write_text(STATE_FILE, json.dumps(asdict(state)))
+        else:
+            write_json_record(self.db / STATE_FILE, asdict(state))
+
+    def _exists(self) -> bool:
+        return _exists(self.db, self.uri)
+
+    def _dataset(self) -> lance.LanceDataset:
+        return lance.dataset(self.uri, storage_options=self._options)
 
     def read(self, columns: list[str]) -> pa.Table:
         """The stored rows (none before the first tagging)."""
-        if not self.uri.is_dir():
+        if not self._exists():
             return TAGS_SCHEMA.empty_table().select(columns)
         try:
-            return lance.dataset(str(self.uri)).to_table(columns=columns)
+            return self._dataset().to_table(columns=columns)
         except (OSError, ValueError, RuntimeError) as e:
             raise DatabaseError(_failed("read", self.uri, e)) from e
 
@@ -79,32 +93,35 @@ class TagStore:
     def replace(self, batches: Iterator[pa.RecordBatch]) -> None:
         """All rows anew, streamed: one commit, readers see the old rows until then."""
         reader = pa.RecordBatchReader.from_batches(TAGS_SCHEMA, batches)
-        self._write(reader, "overwrite" if self.uri.is_dir() else "create")
+        self._write(reader, "overwrite" if self._exists() else "create")
 
     def update(self, stale: Iterable[str], rows: pa.Table) -> None:
         """Drop the rows of these paths, then add rows."""
-        if self.uri.is_dir():
-            dataset = lance.dataset(str(self.uri))
+        exists = self._exists()
+        if exists:
+            dataset = self._dataset()
             for chunk in _chunks(sorted(stale)):
                 try:
                     dataset.delete(f"path IN ({_sql_list(chunk)})")
                 except (OSError, ValueError, RuntimeError) as e:
                     raise DatabaseError(_failed("write", self.uri, e)) from e
         if rows.num_rows:
-            self._write(rows, "append" if self.uri.is_dir() else "create")
+            self._write(rows, "append" if exists else "create")
 
     def _write(self, data: pa.Table | pa.RecordBatchReader, mode: str) -> None:
         try:
-            lance.write_dataset(data, str(self.uri), schema=TAGS_SCHEMA, mode=mode)
+            lance.write_dataset(
+                data, self.uri, schema=TAGS_SCHEMA, mode=mode, storage_options=self._options
+            )
         except (OSError, ValueError, RuntimeError) as e:
             raise DatabaseError(_failed("write", self.uri, e)) from e
 
     def of(self, path: str) -> tuple[list[str], list[float]]:
         """One picture's stored tags, best first, and their logits (none if untagged)."""
-        if not self.uri.is_dir():
+        if not self._exists():
             return [], []
         try:
-            rows = lance.dataset(str(self.uri)).to_table(
+            rows = self._dataset().to_table(
                 columns=["tags", "logits"], filter=f"path IN ({_sql_list([path])})"
             )
         except (OSError, ValueError, RuntimeError) as e:
@@ -136,13 +153,17 @@ class TagStore:
 
     def counts(self, paths: pa.Array) -> dict[str, int]:
         """How many of these pictures have each tag (only tags some picture has); rows
-        of other paths (pictures gone since) don't count."""
+        of other paths (pictures gone since) don't count, and a video counts once
+        however many of its frames have the tag."""
         data = self.read(["path", "tags"])
         data = data.filter(pc.is_in(data.column("path"), value_set=paths))
         if not data.num_rows:
             return {}
-        flat = pc.list_flatten(data.column("tags").combine_chunks())
-        counted = pc.value_counts(flat).to_pylist()
+        lists = data.column("tags").combine_chunks()
+        owners = files_of(data.column("path")).take(pc.list_parent_indices(lists))
+        pairs = pa.table({"file": owners, "tag": pc.list_flatten(lists)})
+        distinct = pairs.group_by(["file", "tag"]).aggregate([])
+        counted = pc.value_counts(distinct.column("tag")).to_pylist()
         return {c["values"]: c["counts"] for c in counted}
 
 
@@ -167,6 +188,6 @@ def tag_rows(
     )
 
 
-def _failed(what: str, uri: Path, e: BaseException) -> str:
+def _failed(what: str, uri: str, e: BaseException) -> str:
     reason = " ".join(str(e).split())[:200] or type(e).__name__
     return f"cannot {what} the tags at {uri} ({reason}): run `photon tags --recompute`"

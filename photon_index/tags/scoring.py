@@ -121,11 +121,12 @@ def statistics(per_tag: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The median and spread of each row of a sample of logits, one row per tag [T, n].
     Changes per_tag."""
     if not per_tag.shape[1]:  # an empty library: only the floor
-        per_tag = np.full((len(per_tag), 1), -np.inf, dtype=np.float32)
+        count = len(per_tag)
+        return np.full(count, -np.inf, np.float32), np.full(count, _MIN_SPREAD, np.float32)
     centre = np.median(per_tag, axis=1)
     per_tag -= centre[:, None]
     deviation = np.median(np.abs(per_tag, out=per_tag), axis=1)
-    spread = np.maximum(np.nan_to_num(_MAD_TO_SIGMA * deviation), _MIN_SPREAD)
+    spread = np.maximum(_MAD_TO_SIGMA * deviation, _MIN_SPREAD)
     return centre, spread
 
 

@@ -1,0 +1,226 @@
+"""The near tier's two stages: border trimming and the second hash (hashing.py), the rule
+that pairs pictures only when both signals agree, the evidence each pair keeps, and
+the migration that fills the new hash columns of an older table without embedding
+anything again. Measured quality is benchmarks/dedupe.py's."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import lance
+import numpy as np
+import pytest
+from conftest import REAL_PHOTOS, TINY, real_photo, run_photon
+from PIL import Image, ImageDraw, ImageOps
+
+from photon_index.decode import decode
+from photon_index.hashing import border_box, hamming, perceptual_hashes
+from photon_index.ingest import rehash
+from photon_index.query.dedupe import find_duplicates
+from photon_index.store.schema import ImageRow
+from photon_index.store.table import ImageTable
+
+
+def framed(image: Image.Image) -> Image.Image:
+    """The picture as a screenshot: a light title bar with buttons and text, then a
+    dark margin, the picture shrunk into it."""
+    w, h = image.size
+    screen = Image.new("RGB", (w, h), (30, 30, 32))
+    draw = ImageDraw.Draw(screen)
+    draw.rectangle((0, 0, w, h // 16), fill=(236, 236, 238))
+    draw.ellipse((6, 4, 6 + h // 32, 4 + h // 32), fill=(255, 95, 87))
+    draw.text((w // 2 - 40, 4), "photo.jpg", fill=(40, 40, 40))
+    inner = ImageOps.contain(image, (w * 8 // 10, h * 8 // 10))
+    screen.paste(inner, ((w - inner.width) // 2, h // 16 + (h - h // 16 - inner.height) // 2))
+    return screen
+
+
+def test_border_box_trims_bars_and_margins_only():
+    photo = real_photo("astronaut").resize((300, 300))
+    assert border_box(photo) == (0, 0, 300, 300)  # nothing flat at its edges
+    bordered = ImageOps.expand(photo, 20, (0, 0, 0))
+    left, top, right, bottom = border_box(bordered)
+    assert abs(left - 20) <= 2 and abs(top - 20) <= 2
+    assert abs(right - 320) <= 2 and abs(bottom - 320) <= 2
+
+
+@pytest.mark.parametrize("name", REAL_PHOTOS)
+def test_a_framed_copy_hashes_like_its_original(name: str):
+    photo = real_photo(name)
+    original, copy = perceptual_hashes(photo), perceptual_hashes(framed(photo))
+    assert hamming(original.phash, copy.phash) > 8  # the frame moves the plain pHash
+    assert hamming(original.phash_trimmed, copy.phash_trimmed) <= 8
+    assert hamming(original.dhash, copy.dhash) <= 8
+
+
+def test_distinct_photos_are_far_by_both_hashes():
+    hashes = [perceptual_hashes(real_photo(name)) for name in REAL_PHOTOS]
+    for i, a in enumerate(hashes):
+        for b in hashes[i + 1 :]:
+            assert hamming(a.phash_trimmed, b.phash_trimmed) > 8
+            assert hamming(a.dhash, b.dhash) > 8
+
+
+BASE = 0x0123_4567_89AB_CDEF
+
+
+def row(path: str, bits: int, trimmed: int | None, dbits: int | None) -> ImageRow:
+    return ImageRow(
+        path=path,
+        content_hash=path,
+        phash=bits.to_bytes(8, "big"),
+        file_size=1000,
+        mtime_ns=1_600_000_000_000_000_000,
+        width=400,
+        height=300,
+        format="JPEG",
+        taken_at=None,
+        camera=None,
+        latitude=None,
+        longitude=None,
+        model="m",
+        embedding=np.array([1, 0, 0, 0], np.float32),
+        indexed_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        phash_trimmed=None if trimmed is None else trimmed.to_bytes(8, "big"),
+        dhash=None if dbits is None else dbits.to_bytes(8, "big"),
+    )
+
+
+def off(bits: int, value: int = BASE) -> int:
+    return value ^ ((1 << bits) - 1)
+
+
+def near_groups(table: ImageTable, *rows: ImageRow):
+    table.upsert(list(rows))
+    return find_duplicates(
+        table, phash_distance=8, dhash_distance=8, near_cosine=0.9, similar_cosine=None
+    )
+
+
+def test_a_candidate_counts_only_when_the_dhash_agrees(tmp_path: Path):
+    table = ImageTable.create(tmp_path / "db", dim=4, model="m", model_ref="m")
+    other = 0x0F0F_0F0F_0F0F_0F0F
+    (group,) = near_groups(
+        table,
+        row("/a.jpg", BASE, BASE, other),
+        row("/framed.jpg", off(30), off(3), off(5, other)),  # found by its trimmed pHash
+        row("/lookalike.jpg", off(2), off(2), off(20, other)),  # its dHash disagrees
+    )
+    assert (group.keep, group.duplicates) == ("/a.jpg", ["/framed.jpg"])
+    assert group.evidence == {
+        "/framed.jpg": {"phash": 30, "phash_trimmed": 3, "dhash": 5, "cosine": 1.0}
+    }
+    assert group.distance == 3
+
+
+def test_rows_without_the_second_hash_pair_by_phash_alone_within_6(tmp_path: Path):
+    table = ImageTable.create(tmp_path / "db", dim=4, model="m", model_ref="m")
+    (group,) = near_groups(
+        table,
+        row("/a.jpg", BASE, None, None),
+        row("/b.jpg", off(6), None, None),
+        row("/c.jpg", off(7, off(30)), None, None),
+        row("/d.jpg", off(7), BASE, BASE),  # 7 bits: beyond 6 without a dHash on both
+    )
+    assert (group.keep, group.duplicates) == ("/a.jpg", ["/b.jpg"])
+    assert group.evidence["/b.jpg"]["dhash"] is None
+
+
+def test_filling_hashes_is_resumable_and_never_embeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rows = []
+    for i, name in enumerate(REAL_PHOTOS):
+        path = folder / f"{name}.jpg"
+        real_photo(name).save(path, quality=90)
+        stat = path.stat()
+        rows.append(
+            replace(
+                row(str(path), BASE + i, None, None),
+                file_size=stat.st_size,
+                mtime_ns=stat.st_mtime_ns,
+                embedding=np.eye(4, dtype=np.float32)[i],
+            )
+        )
+    table = ImageTable.create(tmp_path / "db", dim=4, model="m", model_ref="m")
+    table.upsert(rows)
+    # As a table made before the new columns: drop them.
+    table.dataset.drop_columns(["phash_trimmed", "dhash"])
+    table = ImageTable.open(tmp_path / "db")
+    assert "dhash" not in table.schema.names
+
+    monkeypatch.setattr(rehash, "_BATCH", 2)
+    hashed = rehash._hashes
+    calls = []
+
+    def killed_on_the_third(*args):
+        calls.append(args)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return hashed(*args)
+
+    monkeypatch.setattr(rehash, "_hashes", killed_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        rehash.fill_hashes(table, max_pixels=10**8, draft=(224, 224))
+    assert table.count_where("dhash IS NOT NULL") == 2  # the first batch was committed
+    monkeypatch.setattr(rehash, "_hashes", hashed)
+    assert rehash.fill_hashes(table, max_pixels=10**8, draft=(224, 224)) == 2
+    assert rehash.fill_hashes(table, max_pixels=10**8, draft=(224, 224)) == 0
+    data = {r["path"]: r for r in table.columns(["path", "phash_trimmed", "embedding"]).to_pylist()}
+    for i, name in enumerate(REAL_PHOTOS):
+        stored = data[str(folder / f"{name}.jpg")]
+        assert stored["embedding"] == np.eye(4)[i].tolist()  # not embedded again
+        image = decode((folder / f"{name}.jpg").read_bytes(), max_pixels=10**8, draft=(224, 224))
+        assert bytes(stored["phash_trimmed"]) == perceptual_hashes(image.image).phash_trimmed
+
+
+# rocket's clear sky is flat enough to be trimmed like a border, deeper in the decoded
+# original than in its screenshot, so the two trimmed hashes differ: a known miss of
+# trimming (benchmarks/results/dedupe.md), left out here.
+FRAMED = ("astronaut", "coffee", "chelsea")
+
+
+@pytest.mark.slow
+def test_photon_index_fills_an_old_table_and_dedupe_shows_why(tmp_path: Path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in FRAMED:
+        photo = real_photo(name).convert("RGB")
+        photo.save(photos / f"{name}.jpg", quality=92)
+        framed(photo).save(photos / f"{name}-screenshot.jpg", quality=85)
+        ImageOps.expand(photo, photo.width // 25, (255, 255, 255)).save(
+            photos / f"{name}-bordered.jpg", quality=85
+        )
+    db = tmp_path / "db"
+    run_photon("index", photos, "--db", db, "--model", TINY)
+    # Made "before" the second hashes: the columns are dropped, as an old table lacks them.
+    lance.dataset(str(db / "images.lance")).drop_columns(["phash_trimmed", "dhash"])
+    kept = ["path", "embedding", "indexed_at"]
+    before = sorted(ImageTable.open(db).columns(kept).to_pylist(), key=lambda r: r["path"])
+
+    env = {"PHOTON_DEDUPE_NEAR_COSINE": "-1"}  # the tiny model knows drawn shapes only
+    old = json.loads(run_photon("dedupe", "--db", db, "--json", env=env).stdout)
+    members = [p for g in old["groups"] for p in [g["keep"], *g["duplicates"]]]
+    assert not any("screenshot" in p for p in members)  # beyond the pHash alone
+
+    run_photon("index", photos, "--db", db)  # fills the hashes in, embeds nothing
+    table = ImageTable.open(db)
+    assert table.count_where("dhash IS NULL OR phash_trimmed IS NULL") == 0
+    assert sorted(table.columns(kept).to_pylist(), key=lambda r: r["path"]) == before
+
+    found = json.loads(run_photon("dedupe", "--db", db, "--json", env=env).stdout)
+    groups = {Path(g["keep"]).stem.split("-")[0]: g for g in found["groups"]}
+    assert set(groups) == set(FRAMED)
+    for name, group in groups.items():
+        assert group["tier"] == "near"
+        stems = {Path(p).stem for p in [group["keep"], *group["duplicates"]]}
+        assert stems == {name, f"{name}-bordered", f"{name}-screenshot"}
+        for evidence in group["evidence"].values():
+            assert set(evidence) == {"phash", "phash_trimmed", "dhash", "cosine"}
+            assert min(evidence["phash"], evidence["phash_trimmed"]) <= 8
+            assert evidence["dhash"] <= 8
