@@ -16,7 +16,7 @@ from PIL import Image, ImageFile
 from PIL.ExifTags import GPS, IFD, Base
 
 from photon_index.errors import ImageError
-from photon_index.files import is_raw
+from photon_index.files import is_raw, is_video
 
 # index.max_pixels decides what is too big, checked in decode() before any pixel is
 # read; Pillow's own guard would otherwise reject or warn about photos below that limit.
@@ -86,6 +86,10 @@ def decode_file(
 ) -> Decoded:
     """decode() for a file's bytes, by what its name says it is: a camera's RAW file is
     read by rawpy (Pillow would take a TIFF-based one for its small preview)."""
+    if not data:  # before any reader: each would call it damaged data of its own kind
+        raise ImageError("file is empty")
+    if is_video(path):
+        raise ImageError("video queries are not supported: give a picture")
     if is_raw(path):
         from photon_index.raw import decode_raw
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Iterator, Sequence
@@ -50,15 +51,23 @@ def display(path: Path) -> str:
 
 
 def discover(
-    roots: Sequence[Path], *, exclude: Sequence[str] = (), include_hidden: bool = False
+    roots: Sequence[Path],
+    *,
+    exclude: Sequence[str] = (),
+    include_hidden: bool = False,
+    skip: Sequence[Path] = (),
 ) -> Iterator[FoundFile | WalkError]:
     """Image files under roots, depth first in name order; problems come as WalkError.
+    skip: folders never entered (the database's own, whose thumbnails are pictures).
 
     The roots are checked at once, not on first iteration: UsageError for a bad one.
     """
     absolute = [Path(os.path.abspath(root)) for root in roots]
     stats = [(root, _stat_root(root)) for root in absolute]
     walk = _Walk(exclude, include_hidden, [os.path.realpath(root) for root in absolute])
+    for folder in skip:
+        with contextlib.suppress(OSError):  # not made yet: nothing to skip
+            _first_visit(walk.seen_dirs, folder.stat())  # as if entered already
     return walk.roots(stats)
 
 

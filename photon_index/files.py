@@ -2,8 +2,8 @@
 names: a picture file, or one frame of a video ("clip.mp4#t=12.0", a media fragment
 URI). This is the one place that builds or takes apart a frame's path.
 
-A RAW file and the JPEG the camera wrote beside it (same folder, same stem) are one
-picture's two files: `pair_key` names the picture they share."""
+A RAW file and the JPEG or HEIF the camera wrote beside it (same folder, same stem) are
+one picture's two files: `pair_key` names the picture they share."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ import pyarrow.compute as pc
 
 JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
 HEIF_SUFFIXES = frozenset({".heic", ".heif"})
+# What a camera writes beside a RAW file (RAW+JPEG, or RAW+HEIF on recent Canon, Sony, Fuji).
+DEVELOPED_SUFFIXES = JPEG_SUFFIXES | HEIF_SUFFIXES
 RAW_SUFFIXES = frozenset(
     {".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf"}
     | {".rw2", ".pef", ".srw", ".x3f", ".3fr", ".iiq", ".erf", ".mrw", ".kdc", ".dcr", ".rwl"}
@@ -54,6 +56,12 @@ def is_raw(path: str | os.PathLike[str]) -> bool:
 
 def is_video(path: str | os.PathLike[str]) -> bool:
     return suffix(path) in VIDEO_SUFFIXES
+
+
+def reader(path: str | os.PathLike[str]) -> str:
+    """Which reader decodes a file, by its name: "raw", "video" or "image" (Pillow).
+    Files with the same bytes but different readers may differ in whether they read."""
+    return "raw" if is_raw(path) else "video" if is_video(path) else "image"
 
 
 def extra_for(path: str | os.PathLike[str]) -> Extra | None:
@@ -100,12 +108,12 @@ def rebase(row_path: str, file: str) -> str:
 
 
 def paired(paths: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """For a column of paths, whether each is a RAW or a JPEG whose other file (the same
+    """For a column of paths, whether each is a RAW or a JPEG/HEIF whose other file (the same
     pair_key) is in the column too. Vectorised: a million paths in Python took a minute."""
     parts = pc.extract_regex(paths, r"^(?P<stem>.*[^/])(?P<ext>\.[^./]*)$")
     stem, ext = pc.struct_field(parts, "stem"), pc.utf8_lower(pc.struct_field(parts, "ext"))
     raw = pc.fill_null(pc.is_in(ext, value_set=pa.array(sorted(RAW_SUFFIXES))), False)
-    jpeg = pc.fill_null(pc.is_in(ext, value_set=pa.array(sorted(JPEG_SUFFIXES))), False)
+    jpeg = pc.fill_null(pc.is_in(ext, value_set=pa.array(sorted(DEVELOPED_SUFFIXES))), False)
     both = pc.and_(
         pc.is_in(stem, value_set=pc.filter(stem, raw)),
         pc.is_in(stem, value_set=pc.filter(stem, jpeg)),
@@ -114,8 +122,8 @@ def paired(paths: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 
 def pair_key(path: str) -> str | None:
-    """For a RAW or JPEG file, its folder and stem: a RAW and a JPEG with the same key
-    are one picture's two files. None for every other file."""
-    if suffix(path) not in RAW_SUFFIXES | JPEG_SUFFIXES:
+    """For a RAW, JPEG or HEIF file, its folder and stem: a RAW and a JPEG or HEIF with
+    the same key are one picture's two files. None for every other file."""
+    if suffix(path) not in RAW_SUFFIXES | DEVELOPED_SUFFIXES:
         return None
     return os.path.splitext(path)[0]

@@ -70,6 +70,11 @@ def _opened(path: Path) -> Iterator[av.container.InputContainer]:
     except ImportError:
         raise ImageError("video support needs: pip install 'photon-index[video]'") from None
     try:
+        if path.stat().st_size == 0:  # FFmpeg would call it invalid data
+            raise ImageError("file is empty")
+    except OSError as e:
+        raise read_error(e) from None
+    try:
         with av.open(str(path), metadata_errors="ignore") as container:
             yield container
     except av.FFmpegError as e:

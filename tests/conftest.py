@@ -4,6 +4,7 @@ environment from the developer's shell, and model downloads switched off."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,12 @@ from PIL import Image
 
 from photon_index.config import Settings
 from photon_index.models import ModelFiles, load_model
+
+# A shell starts a background job (`bash .ci/run &`) with SIGINT ignored, and every
+# process it starts inherits that: the tests that send Ctrl-C to the CLI would see it do
+# nothing. A handler of our own is reset to the default in each child, as in a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 TINY = "siglip-tiny-shapes"
 

@@ -226,9 +226,25 @@ def test_an_exact_copy_whose_bytes_changed_is_left_alone(tmp_path: Path, table: 
     copy.write_bytes(copy.read_bytes().replace(b"picture", b"PICTURE"))  # same size
     os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # and the same mtime
     report = run(table, "delete")
-    assert report.failed == [
-        (str(copy), "its bytes differ from its keeper's now: run `photon index` first")
-    ]
+    changed = "is not the picture indexed (its bytes changed): run `photon index` first"
+    assert report.failed == [(str(copy), f"it {changed}")]
+    assert copy.exists() and len(report.deleted) == 1
+
+
+def test_a_keeper_rewritten_with_its_size_and_time_keeps_its_copies(
+    tmp_path: Path, table: ImageTable
+):
+    # The near tier checked a keeper by size and time alone: a keeper replaced by
+    # another picture of the same size, its time put back, let its copies go.
+    exact_library(tmp_path / "lib", table, copies=1, pictures=2)
+    keeper = tmp_path / "lib" / "a" / "p0.jpg"
+    stat = keeper.stat()
+    keeper.write_bytes(keeper.read_bytes().replace(b"picture", b"PICTURE"))
+    os.utime(keeper, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    report = run(table, "delete")
+    copy = tmp_path / "lib" / "z" / "0" / "0" / "copy-0.jpg"
+    changed = "is not the picture indexed (its bytes changed): run `photon index` first"
+    assert (str(copy), f"its keeper {keeper} {changed}") in report.failed
     assert copy.exists() and len(report.deleted) == 1
 
 

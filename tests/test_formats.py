@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from conftest import TINY, real_photo, run_photon
 from formats_files import avif, dng, halves, heic, mp4
@@ -210,6 +211,14 @@ def test_search_shows_a_video_by_its_best_frame_and_a_raw_jpeg_pair_once():
     assert kept == ["/p/clip.mp4#t=5.0", "/p/IMG_2.CR2"]
 
 
+def test_a_raw_beside_a_heif_is_one_picture_as_beside_a_jpeg():
+    paths = ["/p/IMG_1.CR2", "/p/IMG_1.HEIC", "/p/IMG_2.ARW", "/p/IMG_2.heif", "/p/IMG_3.heic"]
+    assert files.pair_key("/p/IMG_1.HEIC") == files.pair_key("/p/IMG_1.CR2") == "/p/IMG_1"
+    assert files.paired(pa.array(paths)).tolist() == [True, True, True, True, False]
+    kept = [r["path"] for r in _one_per_picture([{"path": p} for p in paths], exclude=None)]
+    assert kept == ["/p/IMG_1.CR2", "/p/IMG_2.ARW", "/p/IMG_3.heic"]
+
+
 # --- the missing extras --------------------------------------------------------------
 
 
@@ -314,5 +323,80 @@ def test_a_library_of_every_format_indexes_searches_and_dedupes(tmp_path: Path):
     assert len(frames_of(db, copy)) == 3
 
     (lib / "clip.mp4").unlink()
-    assert index_json(lib, "--db", db)["removed"] == 2
+    assert index_json(lib, "--db", db)["removed"] == 1  # files, as "indexed" counts them
     assert frames_of(db, clip) == [] and len(frames_of(db, copy)) == 3
+
+
+# --- the same bytes under names of different kinds -----------------------------------
+
+
+def failures(report) -> dict[str, str]:
+    return {Path(f.path).name: f.error for f in report.failures}
+
+
+@pytest.mark.slow
+def test_a_readable_file_never_fails_for_a_copy_whose_name_says_another_kind(tmp_path: Path):
+    lib, db = tmp_path / "lib", tmp_path / "db"
+    lib.mkdir()
+    real_photo("astronaut").save(lib / "IMG_0001.jpg", quality=90)
+    # Sorted first, so they reach the model first: the same bytes as readable files.
+    (lib / "BACKUP.CR2").write_bytes((lib / "IMG_0001.jpg").read_bytes())
+    mp4(lib / "clip.mp4", seconds=2)
+    (lib / "a_clip.jpg").write_bytes((lib / "clip.mp4").read_bytes())
+    for name in ("a_empty.NEF", "empty.jpg", "empty.avif", "empty.mp4"):
+        (lib / name).write_bytes(b"")
+    for run in range(2):  # failed files are retried: the readable ones stay indexed
+        report = Index(db).update([lib], model=TINY)
+        assert (report.indexed, report.skipped, report.failed) == ((2, 0, 6), (0, 2, 6))[run]
+        why = failures(report)
+        assert "RAW data" in why["BACKUP.CR2"] and "Pillow" in why["a_clip.jpg"]
+        assert {why[n] for n in ("a_empty.NEF", "empty.jpg", "empty.avif", "empty.mp4")} == {
+            "file is empty"
+        }
+    assert len(frames_of(db, str(lib / "clip.mp4"))) == 1
+    assert Index(db).table().hashes_of([str(lib / "IMG_0001.jpg")])
+
+
+def frame_embeddings(db: Path, video: Path) -> dict[float | None, np.ndarray]:
+    rows = Index(db).table().columns(["path", "embedding"]).to_pylist()
+    return {
+        files.split_frame(r["path"])[1]: np.asarray(r["embedding"])
+        for r in rows
+        if files.file_of(r["path"]) == str(video)
+    }
+
+
+@pytest.mark.slow
+def test_a_moved_or_copied_video_reuses_its_frames(tmp_path: Path):
+    lib, db = tmp_path / "lib", tmp_path / "db"
+    (lib / "sub").mkdir(parents=True)
+    mp4(lib / "v2.mp4", seconds=12)
+    real_photo("coffee").save(lib / "photo.jpg", quality=90)
+    assert Index(db).update([lib], model=TINY).indexed == 2
+    before = frame_embeddings(db, lib / "v2.mp4")
+    assert set(before) == {0.0, 5.0, 10.0}
+    (lib / "v2.mp4").rename(lib / "sub" / "renamed.MP4")
+    (lib / "copy.mp4").write_bytes((lib / "sub" / "renamed.MP4").read_bytes())
+    report = Index(db).update([lib], model=TINY)
+    assert (report.indexed, report.reused, report.removed) == (0, 2, 1)  # files, not frames
+    assert frames_of(db, str(lib / "v2.mp4")) == []
+    for video in (lib / "sub" / "renamed.MP4", lib / "copy.mp4"):
+        after = frame_embeddings(db, video)
+        assert set(after) == set(before)
+        for at, embedding in after.items():
+            np.testing.assert_array_equal(embedding, before[at])
+    # An unindexed video is no query: said in one line, not "not an image".
+    mp4(tmp_path / "other.mp4", seconds=1, colours=[(0, 255, 0)])
+    run = run_photon("search", "--image", tmp_path / "other.mp4", "--db", db, check=False)
+    assert run.returncode != 0 and "video queries are not supported" in run.stderr
+
+
+def test_index_skips_the_database_inside_a_root(tmp_path: Path):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    real_photo("coffee").save(lib / "photo.jpg", quality=90)
+    db = lib / "photon-db"
+    for _ in range(2):  # the first run made thumbnails the second would find
+        Index(db).update([lib], model=TINY, thumbnails=True)
+    assert any(p.suffix for p in db.rglob("*") if p.is_file() and "thumb" in str(p))
+    assert [Path(p).name for p in Index(db).table().paths()] == ["photo.jpg"]

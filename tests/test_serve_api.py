@@ -407,6 +407,23 @@ def test_trash_then_undo(fresh: tuple[DemoLibrary, TestClient], trash_home: Path
     assert all(Path(p).exists() for p in copies)
 
 
+def test_a_group_that_changed_since_it_was_shown_is_refused(
+    fresh: tuple[DemoLibrary, TestClient], trash_home: Path
+) -> None:
+    # Pictures that joined a group after the page showed it keep its key: the members
+    # shown come along, and an action on a group that is not what was seen is refused.
+    _, client = fresh
+    group = groups_of(client)[0]
+    seen = [group["keep"]["id"], *(d["id"] for d in group["duplicates"])]
+    stale = {"key": group["key"], "members": seen[:1]}
+    assert "has changed since it was shown" in error_of(
+        act(client, action="trash", groups=[stale]), 400
+    )
+    assert all(Path(d["path"]).exists() for d in group["duplicates"])
+    report = act(client, action="trash", groups=[{"key": group["key"], "members": seen}]).json()
+    assert sorted(report["trashed"]) == sorted(d["path"] for d in group["duplicates"])
+
+
 def test_not_duplicates_is_remembered(fresh: tuple[DemoLibrary, TestClient]) -> None:
     demo, client = fresh
     group = groups_of(client)[-1]

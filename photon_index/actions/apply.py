@@ -203,7 +203,7 @@ class _Checks:
     def problem(self, group: DuplicateGroup, path: str) -> str | None:
         if group.tier == "similar" and self.action.kind != "move" and not self.action.similar:
             return "a similar picture, not a copy: add --delete-similar to remove it too"
-        keeper = self._changed(group.keep)
+        keeper = self._changed(group.keep) or self._rewritten(group.keep)
         if keeper:
             return f"its keeper {group.keep} {keeper}"
         if path == group.keep:
@@ -225,10 +225,11 @@ class _Checks:
             return f"it is the same file as {other}, which is kept (another path to it)"
         if identity in self.taken:
             return f"it is the same file as {self.taken[identity]}, already removed"
-        if group.tier == "exact":
-            now = self._hash(path)
-            if now is None or now != self._hash(group.keep) or now != self.stored_hash[path]:
-                return "its bytes differ from its keeper's now: run `photon index` first"
+        rewritten = self._rewritten(path)
+        if rewritten:
+            return f"it {rewritten}"
+        if group.tier == "exact" and self._hash(path) != self._hash(group.keep):
+            return "its bytes differ from its keeper's now: run `photon index` first"
         if self.destination is not None:
             target = target_for(self.destination, Path(path))
             if os.path.lexists(target):
@@ -251,6 +252,13 @@ class _Checks:
             return f"cannot be checked: {_os_reason(e)}"
         if self.stamps.get(path) != (stat.st_size, stat.st_mtime_ns):
             return "changed since it was indexed: run `photon index` first"
+        return None
+
+    def _rewritten(self, path: str) -> str | None:
+        """Why the file's bytes are not those indexed, or None. Size and time can be kept
+        by an edit (a tool that restores the time): the bytes are read, in every tier."""
+        if self._hash(path) != self.stored_hash.get(path):
+            return "is not the picture indexed (its bytes changed): run `photon index` first"
         return None
 
     def _hash(self, path: str) -> str | None:

@@ -163,7 +163,9 @@ class Ingest:
     def _walk(self, roots: Sequence[Root]) -> Iterator[FoundFile | WalkError]:
         options = {"exclude": self.settings.exclude, "include_hidden": self.settings.include_hidden}
         local = [r for r in roots if isinstance(r, Path)]
-        yield from discover(local, **options) if local else ()
+        # The database's folder may be under a root: its thumbnails are not the library.
+        skip = [self.table.db_path] if self.table.db_path is not None else []
+        yield from discover(local, **options, skip=skip) if local else ()
         for root in roots:
             if isinstance(root, str):
                 yield from list_objects(root, self.storage, **options)
@@ -303,7 +305,7 @@ class Ingest:
             )
         ]
         self.table.delete_paths(gone)
-        self.report.removed = len(gone)
+        self.report.removed = len({file_of(p) for p in gone})  # files, as indexed counts
 
     def _fail(self, path: str, error: str) -> None:
         self.report.failed += 1

@@ -320,6 +320,11 @@ def group_json(group: Any) -> dict[str, Any]:
 class GroupChoice(BaseModel):
     key: str = Field(description="The group's `key` from GET /api/duplicates.")
     keep: str | None = Field(None, description="Image id of the picture to keep instead.")
+    members: list[str] | None = Field(
+        None,
+        description="Image ids of the group's keeper and duplicates as shown by GET "
+        "/api/duplicates: the action is refused if the group has changed since.",
+    )
 
 
 class DuplicateAction(BaseModel):
@@ -338,7 +343,10 @@ class DuplicateAction(BaseModel):
 
 @router.post("/duplicates/actions", summary="Move, trash or dismiss duplicates, or undo")
 def duplicate_action(request: Request, body: DuplicateAction) -> dict[str, Any]:
-    choices = [duplicates.Choice(g.key, g.keep) for g in body.groups]
+    choices = [
+        duplicates.Choice(g.key, g.keep, None if g.members is None else frozenset(g.members))
+        for g in body.groups
+    ]
     with request.app.state.writes:
         outcome = duplicates.act(
             _index(request),

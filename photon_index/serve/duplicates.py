@@ -60,6 +60,9 @@ def views(index: Index, groups: Sequence[DuplicateGroup]) -> list[GroupView]:
 class Choice:
     key: str  # group_key of a group the index finds now
     keep: str | None = None  # image id of the keeper picked; None: the suggested one
+    # Image ids of the group's pictures as the person saw them; None: not checked. A
+    # group keeps its key when pictures join it, which must not send them away unseen.
+    members: frozenset[str] | None = None
 
 
 def chosen(index: Index, choices: Sequence[Choice]) -> list[DuplicateGroup]:
@@ -80,6 +83,12 @@ def chosen(index: Index, choices: Sequence[Choice]) -> list[DuplicateGroup]:
             raise UsageError(
                 f"the duplicate group {printable(choice.key)} is not in the index any more "
                 "(acted on, marked as not duplicates, or its files changed): reload the page"
+            )
+        now = {image_id(p) for p in (group.keep, *group.duplicates)}
+        if choice.members is not None and now != choice.members:
+            raise UsageError(
+                f"the duplicate group {printable(choice.key)} has changed since it was shown "
+                "(pictures joined or left it): reload the page"
             )
         if choice.keep and choice.keep != image_id(group.keep):
             members = {image_id(p): p for p in group.duplicates}

@@ -193,7 +193,11 @@ async def duplicates_action(request: Request) -> Response:
         keys = [str(k) for k in fields.getlist("group") if not duplicates.is_similar(str(k))]
     else:
         keys = [target]
-    choices = [duplicates.Choice(k, text.get(f"keep-{k}") or None) for k in keys if k]
+    choices = [
+        duplicates.Choice(k, text.get(f"keep-{k}") or None, _members(text.get(f"members-{k}")))
+        for k in keys
+        if k
+    ]
     similar = fields.get("similar") == "1"  # the page shows similar pictures
 
     def run() -> duplicates.Outcome:
@@ -243,3 +247,8 @@ def api_docs(request: Request) -> Response:
         for method, operation in methods.items()
     ]
     return _render(request, "docs.html", {"routes": routes, "info": schema["info"]})
+
+
+def _members(shown: str | None) -> frozenset[str] | None:
+    """The image ids a group's form showed (None from a form without them)."""
+    return None if shown is None else frozenset(filter(None, shown.split(",")))

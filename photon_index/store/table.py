@@ -352,11 +352,17 @@ class ImageTable:
     def rows_by_hash(self, hashes: Iterable[str]) -> dict[str, ImageRow]:
         """One stored row per content hash: what a moved or copied file can reuse."""
         found: dict[str, ImageRow] = {}
+        for row in self.rows_with_hashes(hashes):
+            found.setdefault(row.content_hash, row)
+        return found
+
+    def rows_with_hashes(self, hashes: Iterable[str]) -> list[ImageRow]:
+        """Every stored row with one of these content hashes (a video's frames, copies)."""
+        rows: list[ImageRow] = []
         for chunk in _chunks(sorted(set(hashes))):
             where = f"content_hash IN ({_sql_list(chunk)})"
-            for row in arrow_to_rows(self.columns([f.name for f in self.schema], where)):
-                found.setdefault(row.content_hash, row)
-        return found
+            rows += arrow_to_rows(self.columns([f.name for f in self.schema], where))
+        return rows
 
     def hashes_of(self, paths: Iterable[str]) -> dict[str, str]:
         """path -> content hash, for the paths that are in the table."""
