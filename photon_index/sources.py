@@ -38,7 +38,8 @@ def list_objects(
         else:
             infos = fs.get_file_info(FileSelector(prefix, recursive=True, allow_not_found=True))
     except OSError as e:
-        yield WalkError(Path(root), f"cannot list objects: {_reason(e)}")
+        # The URI as given: a Path would fold its "//".
+        yield WalkError(root, f"cannot list objects: {_reason(e)}")  # type: ignore[arg-type]
         return
     for info in sorted(infos, key=lambda i: i.path):
         rel = info.path[len(prefix) :].lstrip("/") or info.base_name

@@ -219,3 +219,25 @@ def test_damaged_data_is_one_line_and_a_bad_filter_is_not(table: ImageTable) -> 
         reopened.check()
     with pytest.raises(DatabaseError, match="damaged"):
         reopened.optimize()
+
+
+def test_a_remote_index_that_cannot_be_read_is_not_called_damaged(tmp_path: Path) -> None:
+    # A short outage of the object store read as "damaged: move it away", advice that
+    # would throw a good index away.
+    from photon_index.store.location import Remote, Storage
+    from photon_index.store.table import _damaged
+
+    remote = Remote("s3://pics/db", Storage(), tmp_path)
+    message = _damaged(remote, OSError("S3 error: Error performing GET after 3 retries"))
+    assert "damaged" not in message and "move it away" not in message
+    assert "check that the storage is reachable" in message
+    assert "move it away" in _damaged(tmp_path, OSError("(os error 2)"))
+
+
+@pytest.mark.parametrize("root", ["s3://", "s3:///pictures"])
+def test_an_s3_root_without_a_bucket_is_a_usage_error(root: str) -> None:
+    from photon_index.errors import UsageError
+    from photon_index.ingest.run import check_roots
+
+    with pytest.raises(UsageError, match="names no bucket"):
+        check_roots([root], None, forget_missing=False)

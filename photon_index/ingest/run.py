@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 from tqdm import tqdm
 
@@ -63,6 +64,9 @@ def check_roots(
     under (an unmounted drive: its rows are kept). A missing root the index knows
     nothing of is a typo: UsageError. An s3:// prefix is always there (object storage
     has no folders: an empty prefix lists nothing)."""
+    nameless = [str(r) for r in roots if is_remote(r) and not urlparse(str(r)).netloc]
+    if nameless:
+        raise UsageError(f"{nameless[0]} names no bucket: use s3://BUCKET/PREFIX")
     absolute = [
         str(r).rstrip("/") if is_remote(r) else Path(os.path.abspath(Path(r).expanduser()))
         for r in roots

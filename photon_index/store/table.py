@@ -529,15 +529,24 @@ def _reason(e: BaseException) -> str:
 
 
 def _damaged(db: Database, e: BaseException) -> str:
+    if isinstance(db, Remote):  # far likelier the network or the store than the files
+        return f"cannot read the index at {db} ({_reason(e)}): {_REMOTE_ADVICE}"
     return (
         f"the index at {db} is damaged or unreadable ({_reason(e)}): move it away "
         "and run `photon index` again, or use --db for another folder"
     )
 
 
+_REMOTE_ADVICE = (
+    "check that the storage is reachable (its endpoint, the network, the credentials) "
+    "and run it again"
+)
+
+
 def _write_failed(db: Database, what: str, e: BaseException) -> DatabaseError:
     return DatabaseError(
-        f"cannot {what} the index at {db} ({_reason(e)}): {_advice(e)}; "
+        f"cannot {what} the index at {db} ({_reason(e)}): "
+        f"{_REMOTE_ADVICE if isinstance(db, Remote) else _advice(e)}; "
         "it keeps its last committed version"
     )
 
