@@ -72,7 +72,7 @@ def discover(
 
 
 def _stat_root(root: Path) -> os.stat_result:
-    if not _is_utf8(str(root)):
+    if not is_utf8(str(root)):
         raise UsageError(f"{display(root)} is not valid UTF-8; rename it to index it")
     try:
         return root.stat()
@@ -148,7 +148,7 @@ class _Walk:
         if stat.S_ISDIR(st.st_mode):
             if not _first_visit(self.seen_dirs, st):
                 return
-            if not _is_utf8(entry.name):
+            if not is_utf8(entry.name):
                 yield WalkError(path, "folder name is not valid UTF-8; rename it to index it")
                 return
             yield path, f"{rel}{entry.name}/"
@@ -167,7 +167,7 @@ class _Walk:
     def _file(self, root: Path, path: Path, st: os.stat_result) -> Iterator[FoundFile | WalkError]:
         if not _first_visit(self.seen_files, st):
             return
-        if not _is_utf8(path.name):
+        if not is_utf8(path.name):
             yield WalkError(path, "file name is not valid UTF-8; rename it to index it")
             return
         yield FoundFile(path, root, st.st_size, st.st_mtime_ns)
@@ -185,7 +185,7 @@ def _is_image(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
 
 
-def _is_utf8(text: str) -> bool:
+def is_utf8(text: str) -> bool:
     # os.fsdecode turns bytes that are not UTF-8 into lone surrogates, which can't encode.
     try:
         text.encode("utf-8")

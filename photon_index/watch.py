@@ -30,7 +30,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from photon_index.discover import IMAGE_SUFFIXES, display
+from photon_index.discover import IMAGE_SUFFIXES, display, is_utf8
 from photon_index.errors import PhotonError, UsageError
 from photon_index.ingest import IndexReport, Ingest, Interrupted, check_roots
 from photon_index.ingest.run import start_pool
@@ -247,7 +247,7 @@ class Watcher:
         """Whether the walk of `photon index` would take path (or, gone, whatever it
         held): not hidden or excluded, a folder or a picture, not a link to something
         the walk meets under its own path."""
-        if not _is_utf8(str(path)) or self._left_out(path.relative_to(root).parts):
+        if not is_utf8(str(path)) or self._left_out(path.relative_to(root).parts):
             return False
         try:
             st = os.lstat(path)
@@ -447,14 +447,6 @@ def _outermost(paths: Iterable[Path]) -> list[Path]:
 
 def _under(path: Path, scope: Path) -> bool:
     return path == scope or scope in path.parents
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _ms(seconds: float) -> int:
