@@ -47,7 +47,7 @@ from photon_index.query.dedupe import (
     cosine_pairs,
     find_duplicates,
 )
-from photon_index.store.schema import image_schema
+from photon_index.store.schema import SECOND_HASHES, image_schema
 from photon_index.store.table import ImageTable
 
 PHOTOS = Path(__file__).parent / "data" / "dedupe-photos"
@@ -112,8 +112,9 @@ PACKAGES = {
 LONG_SIDE = 2000  # photos are scaled to this first: a typical phone-export size
 DRAFT = (224, 224)  # what `photon index` decodes JPEGs at for siglip-base-patch16-224
 # (candidate pHash distance, dHash distance); None: pHash alone, as before the dHash
-RULES = [(6, None), (8, None), (10, None), (6, 8), (6, 10), (7, 8), (7, 10), (8, 8), (10, 8)]
-DEFAULT_RULE = (6, 8)
+RULES = [(6, None), (8, None), (10, None), (6, 8), (6, 10), (6, 12), (8, 10), (10, 10)]
+DEFAULT_RULE = (6, 10)
+PREVIOUS_RULE = (6, 8)  # the default before the whole picture's dHash, on a table without it
 IMAGEDEDUP_THRESHOLD = 10  # PHash.find_duplicates' default max_distance_threshold
 SCALE_DISTANCE = 6
 TILE_GRID = 7  # tiles per side of each photo, as distinct pictures for false-match rates
@@ -262,9 +263,9 @@ def build_corpus(folder: Path) -> dict[Path, str]:
     return truth
 
 
-def photon_table(files: list[Path], db: Path, with_dhash: bool) -> tuple[ImageTable, float]:
-    """A table of the files with their hashes computed as `photon index` does; without
-    the dHash (and trimmed pHash) they are null, as in a table indexed before them."""
+def photon_table(files: list[Path], db: Path, hashes: tuple[str, ...]) -> tuple[ImageTable, float]:
+    """A table of the files with their hashes computed as `photon index` does; the hash
+    columns not in `hashes` are null, as in a table indexed before them."""
     start = time.perf_counter()
     columns: dict[str, list] = {name: [] for name in image_schema(4, "m", "m").names}
     for path in files:
@@ -275,11 +276,7 @@ def photon_table(files: list[Path], db: Path, with_dhash: bool) -> tuple[ImageTa
         row = dict(
             path=str(path),
             content_hash=content_hash(data),
-            **{
-                name: list(getattr(hashes, name))
-                for name in ("phash", "phash_trimmed", "dhash")
-                if with_dhash or name == "phash"
-            },
+            **{name: list(getattr(hashes, name)) for name in hashes},
             file_size=stat.st_size,
             mtime_ns=stat.st_mtime_ns,
             width=decoded.info.width,
@@ -454,23 +451,30 @@ def quality() -> None:
         corpus.mkdir()
         truth = {str(p): label for p, label in build_corpus(corpus).items()}
         files = sorted(map(Path, truth))
-        table, hashing = photon_table(files, Path(tmp) / "db", with_dhash=True)
-        legacy, _ = photon_table(files, Path(tmp) / "legacy", with_dhash=False)
+        table, hashing = photon_table(files, Path(tmp) / "db", ("phash", *SECOND_HASHES))
+        # As indexed before this change (no whole-picture dHash), and before the second
+        # hashes (pHash alone).
+        previous, _ = photon_table(
+            files, Path(tmp) / "previous", ("phash", "phash_trimmed", "dhash")
+        )
+        legacy, _ = photon_table(files, Path(tmp) / "legacy", ("phash",))
         tile_hashes = [perceptual_hashes(t) for t in tile_images]
         tile = {
             name: _cross_photo_distances(
                 [int.from_bytes(getattr(h, name), "big") for h in tile_hashes], source
             )
-            for name in ("phash", "phash_trimmed", "dhash")
+            for name in ("phash", *SECOND_HASHES)
         }
         either = np.minimum(tile["phash"], tile["phash_trimmed"])
+        runs = [(t, verify, legacy if (t, verify) == (6, None) else table) for t, verify in RULES]
+        runs.insert(3, (*PREVIOUS_RULE, previous))
         results = []
-        for t, verify in RULES:
+        for t, verify, rows in runs:
             start = time.perf_counter()
             # One embedding for every row (photon_table): the hashes alone decide. The
             # legacy table lacks the second hashes: pHash alone, as before them.
             groups = find_duplicates(
-                legacy if t == 6 and verify is None else table,
+                rows,
                 phash_distance=t,
                 dhash_distance=63 if verify is None else verify,
                 near_cosine=-1,
@@ -482,10 +486,15 @@ def quality() -> None:
             if verify is None:
                 name = "pHash" if t == 6 else "pHash or trimmed pHash"
                 name, false = f"{name} ≤ {t} alone", (tile["phash"] if t == 6 else either) <= t
-            else:
-                name = f"two-stage: either pHash ≤ {t}, then dHash ≤ {verify}"
+            elif rows is previous:
+                name = f"two-stage before: either pHash ≤ {t}, then trimmed dHash ≤ {verify}"
                 false = (either <= t) & (tile["dhash"] <= verify)
-            if (t, verify) == DEFAULT_RULE:
+            else:
+                name = f"two-stage: either pHash ≤ {t}, then its picture's dHash ≤ {verify}"
+                false = ((tile["phash"] <= t) & (tile["dhash_whole"] <= verify)) | (
+                    (tile["phash_trimmed"] <= t) & (tile["dhash"] <= verify)
+                )
+            if (t, verify) == DEFAULT_RULE and rows is table:
                 name += " (default)"
             results.append(
                 Measured(
@@ -615,7 +624,7 @@ def _peak_rss_mib() -> float:
 
 
 def _synthetic_table(hashes: list[np.ndarray], db: Path) -> ImageTable:
-    """A table of n rows carrying the hashes (phash, phash_trimmed, dhash) and
+    """A table of n rows carrying the hashes (phash and SECOND_HASHES) and
     embeddings, as the indexer would store them."""
     n = len(hashes[0])
     table = ImageTable.create(db, SCALE_DIM, "m", "m")
@@ -629,7 +638,7 @@ def _synthetic_table(hashes: list[np.ndarray], db: Path) -> ImageTable:
         "content_hash": paths,
         **{
             name: hash_column(values)
-            for name, values in zip(("phash", "phash_trimmed", "dhash"), hashes, strict=True)
+            for name, values in zip(("phash", *SECOND_HASHES), hashes, strict=True)
         },
         "file_size": pa.array(np.full(n, 2_000_000, dtype=np.int64)),
         "mtime_ns": pa.array(np.arange(n, dtype=np.int64)),
@@ -797,7 +806,7 @@ def main() -> None:
     if args.what == "scale-one":
         scale_one(args.args[0], int(args.args[1]))
     elif args.what == "scale-table":
-        _synthetic_table(clustered_hashes(int(args.args[0]), kinds=3), Path(args.args[1]))
+        _synthetic_table(clustered_hashes(int(args.args[0]), kinds=4), Path(args.args[1]))
     else:
         {"fetch": fetch, "quality": quality, "scale": scale, "similar": similar}[args.what]()
 

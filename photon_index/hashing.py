@@ -1,10 +1,13 @@
 """Content hashes (exact duplicates) and perceptual hashes (near duplicates).
 
-Three perceptual hashes per picture, for dedupe's near tier: the pHash of the picture,
-the pHash of the picture with its borders trimmed (a framed, letterboxed or screenshot
-copy hashes like its original), and the dHash of the trimmed picture. The dHash
-(signs of horizontal gradients) is a second, independent look at the same picture: a
-pair found by either pHash counts only when it agrees too (benchmarks/dedupe.py)."""
+Four perceptual hashes per picture, for dedupe's near tier: the pHash and the dHash of
+the picture, and the same two of the picture with its borders trimmed (a framed,
+letterboxed or screenshot copy hashes like its original). The dHash (signs of
+horizontal gradients) is a second, independent look at the picture its pHash saw: a
+pair found by either pHash counts only when the dHash of the same picture agrees too.
+Each pHash has its own dHash because trimming is not stable under every edit: a
+brightened sky can turn flat and be trimmed in the copy but not in the original
+(benchmarks/dedupe.py)."""
 
 from __future__ import annotations
 
@@ -67,11 +70,12 @@ class PerceptualHashes:
     phash: bytes  # of the picture as decoded
     phash_trimmed: bytes  # of the picture without its borders
     dhash: bytes  # of the picture without its borders
+    dhash_whole: bytes  # of the picture as decoded
 
 
 def perceptual_hashes(image: Image.Image) -> PerceptualHashes:
     inner = image.crop(border_box(image))
-    return PerceptualHashes(phash(image), phash(inner), dhash(inner))
+    return PerceptualHashes(phash(image), phash(inner), dhash(inner), dhash(image))
 
 
 def dhash(image: Image.Image) -> bytes:

@@ -5,6 +5,7 @@ anything again. Measured quality is benchmarks/dedupe.py's."""
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -14,13 +15,13 @@ import lance
 import numpy as np
 import pytest
 from conftest import REAL_PHOTOS, TINY, real_photo, run_photon
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 from photon_index.decode import decode
 from photon_index.hashing import border_box, hamming, perceptual_hashes
 from photon_index.ingest import rehash
 from photon_index.query.dedupe import find_duplicates
-from photon_index.store.schema import ImageRow
+from photon_index.store.schema import SECOND_HASHES, ImageRow
 from photon_index.store.table import ImageTable
 
 
@@ -67,7 +68,9 @@ def test_distinct_photos_are_far_by_both_hashes():
 BASE = 0x0123_4567_89AB_CDEF
 
 
-def row(path: str, bits: int, trimmed: int | None, dbits: int | None) -> ImageRow:
+def row(
+    path: str, bits: int, trimmed: int | None, dbits: int | None, whole: int | None = None
+) -> ImageRow:
     return ImageRow(
         path=path,
         content_hash=path,
@@ -86,6 +89,7 @@ def row(path: str, bits: int, trimmed: int | None, dbits: int | None) -> ImageRo
         indexed_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
         phash_trimmed=None if trimmed is None else trimmed.to_bytes(8, "big"),
         dhash=None if dbits is None else dbits.to_bytes(8, "big"),
+        dhash_whole=None if whole is None else whole.to_bytes(8, "big"),
     )
 
 
@@ -111,9 +115,78 @@ def test_a_candidate_counts_only_when_the_dhash_agrees(tmp_path: Path):
     )
     assert (group.keep, group.duplicates) == ("/a.jpg", ["/framed.jpg"])
     assert group.evidence == {
-        "/framed.jpg": {"phash": 30, "phash_trimmed": 3, "dhash": 5, "cosine": 1.0}
+        "/framed.jpg": {
+            "phash": 30,
+            "phash_trimmed": 3,
+            "dhash": 5,
+            "dhash_whole": None,
+            "cosine": 1.0,
+        }
     }
     assert group.distance == 3
+
+
+def test_each_phash_is_checked_with_the_dhash_of_the_same_picture(tmp_path: Path):
+    table = ImageTable.create(tmp_path / "db", dim=4, model="m", model_ref="m")
+    trimmed, dbits, whole = 0x0F0F_0F0F_0F0F_0F0F, 0x00FF_00FF_00FF_00FF, 0x3333_5555_3333_5555
+    (group,) = near_groups(
+        table,
+        row("/a.jpg", BASE, trimmed, dbits, whole),
+        # Trimmed differently (a sky turned flat), so only its whole picture matches.
+        row("/brighter.jpg", off(2), off(20, trimmed), off(22, dbits), off(1, whole)),
+        row("/lookalike.jpg", off(2), off(20, trimmed), off(22, dbits), off(20, whole)),
+        # Its trimmed pHash matches, but the trimmed dHash does not.
+        row("/other.jpg", off(30), off(2, trimmed), off(20, dbits), off(3, whole)),
+    )
+    assert (group.keep, group.duplicates) == ("/a.jpg", ["/brighter.jpg"])
+    assert group.evidence["/brighter.jpg"]["dhash_whole"] == 1
+
+
+def test_rows_without_the_whole_dhash_keep_the_rule_before_it(tmp_path: Path):
+    table = ImageTable.create(tmp_path / "db", dim=4, model="m", model_ref="m")
+    dbits = 0x00FF_00FF_00FF_00FF
+    (group,) = near_groups(
+        table,
+        row("/a.jpg", BASE, BASE, dbits, None),
+        row("/b.jpg", off(4), off(30), off(3, dbits), 0),  # the trimmed dHash checks it
+        row("/c.jpg", off(4), off(30), off(20, dbits), 0),
+    )
+    assert (group.keep, group.duplicates) == ("/a.jpg", ["/b.jpg"])
+    assert group.evidence["/b.jpg"]["dhash_whole"] is None
+
+
+def hazy(photo: Image.Image) -> Image.Image:
+    """The photo under a band of hazy sky: flat enough to be trimmed like a border,
+    until brightening stretches it past the flatness limit (hashing._FLAT_LEVELS)."""
+    w, h = photo.size
+    sky = np.tile(np.linspace(100, 139, w), (h // 4, 1)).astype(np.uint8)
+    canvas = Image.new("RGB", (w, h + h // 4))
+    canvas.paste(Image.fromarray(sky).convert("RGB"), (0, 0))
+    canvas.paste(photo.convert("RGB"), (0, h // 4))
+    return canvas
+
+
+@pytest.mark.parametrize("name", REAL_PHOTOS)
+def test_a_brightened_copy_trimmed_differently_is_still_a_near_copy(tmp_path: Path, name: str):
+    pictures = {"/hazy.jpg": hazy(real_photo(name))}
+    pictures["/brighter.jpg"] = ImageEnhance.Brightness(pictures["/hazy.jpg"]).enhance(1.12)
+    rows = []
+    for path, picture in pictures.items():
+        encoded = io.BytesIO()
+        picture.save(encoded, "JPEG", quality=90)
+        decoded = decode(encoded.getvalue(), max_pixels=10**8, draft=(224, 224)).image
+        hashes = perceptual_hashes(decoded)
+        rows.append(
+            replace(
+                row(path, 0, None, None),
+                **{k: getattr(hashes, k) for k in ("phash", *SECOND_HASHES)},
+                file_size=len(encoded.getvalue()),
+            )
+        )
+    assert hamming(rows[0].dhash, rows[1].dhash) > 8  # trimmed differently
+    table = ImageTable.create(tmp_path / "db", dim=4, model="m", model_ref="m")
+    (group,) = near_groups(table, *rows)
+    assert {group.keep, *group.duplicates} == set(pictures)
 
 
 def test_rows_without_the_second_hash_pair_by_phash_alone_within_6(tmp_path: Path):
@@ -129,8 +202,13 @@ def test_rows_without_the_second_hash_pair_by_phash_alone_within_6(tmp_path: Pat
     assert group.evidence["/b.jpg"]["dhash"] is None
 
 
+@pytest.mark.parametrize(
+    "dropped",
+    [SECOND_HASHES, ("dhash_whole",)],
+    ids=["before-the-second-hashes", "before-the-whole-dhash"],
+)
 def test_filling_hashes_is_resumable_and_never_embeds(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dropped: tuple[str, ...]
 ):
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -150,9 +228,9 @@ def test_filling_hashes_is_resumable_and_never_embeds(
     table = ImageTable.create(tmp_path / "db", dim=4, model="m", model_ref="m")
     table.upsert(rows)
     # As a table made before the new columns: drop them.
-    table.dataset.drop_columns(["phash_trimmed", "dhash"])
+    table.dataset.drop_columns(list(dropped))
     table = ImageTable.open(tmp_path / "db")
-    assert "dhash" not in table.schema.names
+    assert not set(dropped) & set(table.schema.names)
 
     monkeypatch.setattr(rehash, "_BATCH", 2)
     hashed = rehash._hashes
@@ -167,16 +245,18 @@ def test_filling_hashes_is_resumable_and_never_embeds(
     monkeypatch.setattr(rehash, "_hashes", killed_on_the_third)
     with pytest.raises(KeyboardInterrupt):
         rehash.fill_hashes(table, max_pixels=10**8, draft=(224, 224))
-    assert table.count_where("dhash IS NOT NULL") == 2  # the first batch was committed
+    # the first batch was committed
+    assert table.count_where(f"NOT ({rehash.LACKING})") == 2
     monkeypatch.setattr(rehash, "_hashes", hashed)
     assert rehash.fill_hashes(table, max_pixels=10**8, draft=(224, 224)) == 2
     assert rehash.fill_hashes(table, max_pixels=10**8, draft=(224, 224)) == 0
-    data = {r["path"]: r for r in table.columns(["path", "phash_trimmed", "embedding"]).to_pylist()}
+    data = {r["path"]: r for r in table.columns(["path", *SECOND_HASHES, "embedding"]).to_pylist()}
     for i, name in enumerate(REAL_PHOTOS):
         stored = data[str(folder / f"{name}.jpg")]
         assert stored["embedding"] == np.eye(4)[i].tolist()  # not embedded again
         image = decode((folder / f"{name}.jpg").read_bytes(), max_pixels=10**8, draft=(224, 224))
-        assert bytes(stored["phash_trimmed"]) == perceptual_hashes(image.image).phash_trimmed
+        hashes = perceptual_hashes(image.image)
+        assert all(bytes(stored[k]) == getattr(hashes, k) for k in SECOND_HASHES)
 
 
 # rocket's clear sky is flat enough to be trimmed like a border, deeper in the decoded
@@ -199,7 +279,7 @@ def test_photon_index_fills_an_old_table_and_dedupe_shows_why(tmp_path: Path):
     db = tmp_path / "db"
     run_photon("index", photos, "--db", db, "--model", TINY)
     # Made "before" the second hashes: the columns are dropped, as an old table lacks them.
-    lance.dataset(str(db / "images.lance")).drop_columns(["phash_trimmed", "dhash"])
+    lance.dataset(str(db / "images.lance")).drop_columns(list(SECOND_HASHES))
     kept = ["path", "embedding", "indexed_at"]
     before = sorted(ImageTable.open(db).columns(kept).to_pylist(), key=lambda r: r["path"])
 
@@ -210,7 +290,7 @@ def test_photon_index_fills_an_old_table_and_dedupe_shows_why(tmp_path: Path):
 
     run_photon("index", photos, "--db", db)  # fills the hashes in, embeds nothing
     table = ImageTable.open(db)
-    assert table.count_where("dhash IS NULL OR phash_trimmed IS NULL") == 0
+    assert table.count_where(rehash.LACKING) == 0
     assert sorted(table.columns(kept).to_pylist(), key=lambda r: r["path"]) == before
 
     found = json.loads(run_photon("dedupe", "--db", db, "--json", env=env).stdout)
@@ -221,6 +301,6 @@ def test_photon_index_fills_an_old_table_and_dedupe_shows_why(tmp_path: Path):
         stems = {Path(p).stem for p in [group["keep"], *group["duplicates"]]}
         assert stems == {name, f"{name}-bordered", f"{name}-screenshot"}
         for evidence in group["evidence"].values():
-            assert set(evidence) == {"phash", "phash_trimmed", "dhash", "cosine"}
+            assert set(evidence) == {"phash", "phash_trimmed", "dhash", "dhash_whole", "cosine"}
             assert min(evidence["phash"], evidence["phash_trimmed"]) <= 8
             assert evidence["dhash"] <= 8

@@ -133,6 +133,7 @@ class Planner:
             phash=result.hashes.phash,
             phash_trimmed=result.hashes.phash_trimmed,
             dhash=result.hashes.dhash,
+            dhash_whole=result.hashes.dhash_whole,
             file_size=found.size,
             mtime_ns=found.mtime_ns,
             width=info.width,

@@ -19,11 +19,11 @@ from photon_index.errors import PhotonError
 from photon_index.files import split_frame
 from photon_index.hashing import perceptual_hashes
 from photon_index.sources import read_source
-from photon_index.store.schema import PHASH_BYTES
+from photon_index.store.schema import PHASH_BYTES, SECOND_HASHES
 from photon_index.store.table import ImageTable
 
 _BATCH = 256  # files hashed per commit
-_NEW = ("phash_trimmed", "dhash")
+LACKING = " OR ".join(f"{name} IS NULL" for name in SECOND_HASHES)
 
 
 def fill_hashes(
@@ -33,10 +33,10 @@ def fill_hashes(
     draft: tuple[int, int],
     done: Callable[[int], None] = lambda n: None,
 ) -> int:
-    """Hash the files of the rows lacking phash_trimmed or dhash; returns how many rows
-    got them. done(n) is called after each committed batch of n."""
+    """Hash the files of the rows lacking any of the SECOND_HASHES; returns how many
+    rows got them. done(n) is called after each committed batch of n."""
     table.add_missing_columns()
-    lacking = table.columns(["path", "file_size", "mtime_ns"], "dhash IS NULL").to_pylist()
+    lacking = table.columns(["path", "file_size", "mtime_ns"], LACKING).to_pylist()
     # A video's frames are hashed when the video is indexed; dedupe leaves them out.
     lacking = [r for r in lacking if split_frame(r["path"])[1] is None]
     filled = 0
@@ -60,7 +60,7 @@ def _hashes(row: dict, max_pixels: int, draft: tuple[int, int]) -> dict | None:
     except (OSError, PhotonError):
         return None
     hashes = perceptual_hashes(image.image)
-    return {"path": path, "phash_trimmed": hashes.phash_trimmed, "dhash": hashes.dhash}
+    return {"path": path, **{name: getattr(hashes, name) for name in SECOND_HASHES}}
 
 
 def _as_table(rows: list[dict]) -> pa.Table:
@@ -68,6 +68,6 @@ def _as_table(rows: list[dict]) -> pa.Table:
     return pa.table(
         {
             "path": pa.array([r["path"] for r in rows], pa.string()),
-            **{name: pa.array([list(r[name]) for r in rows], hash_type) for name in _NEW},
+            **{name: pa.array([list(r[name]) for r in rows], hash_type) for name in SECOND_HASHES},
         }
     )

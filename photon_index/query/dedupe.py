@@ -6,10 +6,12 @@ photon_index.actions moves, trashes or deletes them.
    copies, in two stages. Candidates: pHashes at most `phash_distance` bits apart, of
    the pictures or of the pictures with their borders trimmed (hashing.border_box).
    Verification: a candidate counts only when an independent signal agrees, the dHash
-   of the trimmed pictures within `dhash_distance` bits, and the embeddings have
-   cosine at least `near_cosine` (the hashes see only grey: a recoloured picture is
-   not a copy). Rows indexed before the dHash existed are paired by pHash alone,
-   within _UNVERIFIED_DISTANCE bits, until `photon index` fills their hashes in;
+   of the same pictures (whole or trimmed, as the pHash that found it) within
+   `dhash_distance` bits, and the embeddings have cosine at least `near_cosine` (the
+   hashes see only grey: a recoloured picture is not a copy). Rows indexed before the
+   second hashes existed are checked with what they have (a whole picture's pHash with
+   the trimmed dHash; pHash alone within _UNVERIFIED_DISTANCE bits) until `photon
+   index` fills their hashes in;
 3. similar (optional): embeddings with cosine at least `similar_cosine` (the same scene,
    not a copy).
 
@@ -54,6 +56,7 @@ import pyarrow.compute as pc
 from photon_index import files
 from photon_index.errors import UsageError
 from photon_index.files import files_of
+from photon_index.store.schema import SECOND_HASHES
 from photon_index.store.table import ImageTable
 
 TIERS = ("exact", "near", "similar")
@@ -92,8 +95,8 @@ class DuplicateGroup:
     # left alone here (they may form a group of their own).
     beyond: list[str] = field(default_factory=list)
     # duplicate -> what made it one, measured from the suggested keeper: the content
-    # hash (exact); Hamming bits of phash, phash_trimmed and dhash, and the embeddings'
-    # cosine (near); the cosine (similar)
+    # hash (exact); Hamming bits of phash, phash_trimmed, dhash and dhash_whole, and the
+    # embeddings' cosine (near); the cosine (similar)
     evidence: dict[str, Evidence] = field(default_factory=dict)
 
     def with_keeper(self, path: str) -> DuplicateGroup:
@@ -117,8 +120,10 @@ class _Images:
     content_hash: np.ndarray
     phash: np.ndarray  # uint64
     phash_trimmed: np.ndarray  # uint64; the phash where the row lacks it
-    dhash: np.ndarray  # uint64; 0 where the row lacks it
+    dhash: np.ndarray  # uint64 of the trimmed picture; 0 where the row lacks it
+    dhash_whole: np.ndarray  # uint64; 0 where the row lacks it
     verifiable: np.ndarray  # bool: the row has phash_trimmed and dhash
+    whole_verifiable: np.ndarray  # bool: the row has dhash_whole
     width: np.ndarray
     height: np.ndarray
     file_size: np.ndarray
@@ -235,15 +240,23 @@ class _Near:
         return ok
 
     def _hashes_agree(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Either pHash within phash_distance, and the dHash of the same pictures (whole
+        or trimmed) within dhash_distance. A row lacking the whole picture's dHash has
+        its whole pHash checked with the trimmed dHash (the rule before it existed); a
+        row lacking both, with nothing but _UNVERIFIED_DISTANCE."""
         images = self.images
-        phash = np.bitwise_count(images.phash[a] ^ images.phash[b])
-        trimmed = np.bitwise_count(images.phash_trimmed[a] ^ images.phash_trimmed[b])
-        dhash = np.bitwise_count(images.dhash[a] ^ images.dhash[b])
-        verified = (np.minimum(phash, trimmed) <= self.phash_distance) & (
-            dhash <= self.dhash_distance
+        bits = {name: _bits(images, name, a, b) for name in _HASHES}
+        trimmed = images.verifiable[a] & images.verifiable[b]
+        whole = images.whole_verifiable[a] & images.whole_verifiable[b]
+        by_trimmed = trimmed & (bits["phash_trimmed"] <= self.phash_distance)
+        by_trimmed &= bits["dhash"] <= self.dhash_distance
+        whole_check = np.where(whole, bits["dhash_whole"], bits["dhash"])
+        by_whole = (whole | trimmed) & (whole_check <= self.dhash_distance)
+        by_whole &= bits["phash"] <= self.phash_distance
+        unverified = ~(whole | trimmed) & (
+            bits["phash"] <= min(self.phash_distance, _UNVERIFIED_DISTANCE)
         )
-        unverified = phash <= min(self.phash_distance, _UNVERIFIED_DISTANCE)
-        return np.where(images.verifiable[a] & images.verifiable[b], verified, unverified)
+        return by_trimmed | by_whole | unverified
 
     def explain(self, groups: list[np.ndarray]) -> list[tuple[float, list[Evidence]]]:
         """Each group's distance (largest pHash distance, either pHash, to the keeper) and
@@ -253,24 +266,25 @@ class _Near:
         images = self.images
         keepers = np.concatenate([np.full(len(m) - 1, m[0]) for m in groups])
         others = np.concatenate([m[1:] for m in groups])
-        bits = {
-            name: np.bitwise_count(getattr(images, name)[keepers] ^ getattr(images, name)[others])
-            for name in ("phash", "phash_trimmed", "dhash")
-        }
+        bits = {name: _bits(images, name, keepers, others) for name in _HASHES}
         cosines = _cosines(self.table, images.row_ids, keepers, others)
         verified = images.verifiable[keepers] & images.verifiable[others]
+        whole = images.whole_verifiable[keepers] & images.whole_verifiable[others]
         evidence: list[Evidence] = [
             {
                 "phash": int(p),
                 "phash_trimmed": int(t) if v else None,
                 "dhash": int(d) if v else None,
+                "dhash_whole": int(w) if vw else None,
                 "cosine": round(float(c), 4),
             }
-            for p, t, d, v, c in zip(
+            for p, t, d, v, w, vw, c in zip(
                 bits["phash"].tolist(),
                 bits["phash_trimmed"].tolist(),
                 bits["dhash"].tolist(),
                 verified.tolist(),
+                bits["dhash_whole"].tolist(),
+                whole.tolist(),
                 cosines.tolist(),
                 strict=True,
             )
@@ -282,6 +296,15 @@ class _Near:
             found.append((float(spread[start:end].max()), evidence[start:end]))
             start = end
         return found
+
+
+_HASHES = ("phash", "phash_trimmed", "dhash", "dhash_whole")
+
+
+def _bits(images: _Images, name: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamming distance of hash `name` between the rows a[i] and b[i]."""
+    column = getattr(images, name)
+    return np.bitwise_count(column[a] ^ column[b])
 
 
 def _candidate_pairs(hashes: np.ndarray, max_distance: int) -> np.ndarray:
@@ -426,21 +449,24 @@ def cosine_pairs(vectors: np.ndarray, min_cosine: float) -> np.ndarray:
 def _read(table: ImageTable) -> _Images:
     names = ["path", "content_hash", "phash", "width", "height", "file_size", "mtime_ns"]
     # A table made before the second hashes lacks their columns until a writer adds them.
-    names += [name for name in ("phash_trimmed", "dhash") if name in table.schema.names]
+    names += [name for name in SECOND_HASHES if name in table.schema.names]
     data = table.with_row_ids([*names, "taken_at"])
     # A video's frames (files.frame_path) are not files: videos are left out.
     frames = pc.not_equal(files_of(data.column("path")), data.column("path"))
     if pc.any(frames).as_py():
         data = data.filter(pc.invert(frames))
     phash = _hash_values(data.column("phash"))
-    trimmed, dhash = (
+    trimmed, dhash, dhash_whole = (
         _hash_values(data.column(name)) if name in names else np.zeros(len(phash), np.uint64)
-        for name in ("phash_trimmed", "dhash")
+        for name in SECOND_HASHES
     )
-    verifiable = np.ones(len(phash), bool)
-    for name in ("phash_trimmed", "dhash"):
-        column = data.column(name) if name in names else pa.nulls(len(phash))
-        verifiable &= column.is_valid().to_numpy(zero_copy_only=False)
+    valid = {
+        name: (data.column(name) if name in names else pa.nulls(len(phash)))
+        .is_valid()
+        .to_numpy(zero_copy_only=False)
+        for name in SECOND_HASHES
+    }
+    verifiable = valid["phash_trimmed"] & valid["dhash"]
     taken_at = data.column("taken_at").to_numpy().astype("datetime64[us]")
     taken = ~np.isnat(taken_at)
     age = np.where(taken, taken_at.view(np.int64), data.column("mtime_ns").to_numpy() // 1000)
@@ -465,7 +491,9 @@ def _read(table: ImageTable) -> _Images:
         phash=phash,
         phash_trimmed=np.where(verifiable, trimmed, phash),
         dhash=dhash,
+        dhash_whole=dhash_whole,
         verifiable=verifiable,
+        whole_verifiable=valid["dhash_whole"],
         width=width,
         height=height,
         file_size=file_size,

@@ -41,10 +41,13 @@ class ImageRow:
     # until `photon index` fills them in (fill_hashes)
     phash_trimmed: bytes | None = None
     dhash: bytes | None = None
+    dhash_whole: bytes | None = None
 
 
 # The hash columns as bytes in ImageRow, lists of bytes in the table.
-HASH_COLUMNS = ("phash", "phash_trimmed", "dhash")
+HASH_COLUMNS = ("phash", "phash_trimmed", "dhash", "dhash_whole")
+# The ones added after the first release, filled in for older rows (ingest/rehash.py).
+SECOND_HASHES = ("phash_trimmed", "dhash", "dhash_whole")
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,7 @@ def image_schema(dim: int, model: str, model_ref: str) -> pa.Schema:
             # adds them, all null (ImageTable.open).
             pa.field("phash_trimmed", pa.list_(pa.uint8(), PHASH_BYTES)),
             pa.field("dhash", pa.list_(pa.uint8(), PHASH_BYTES)),
+            pa.field("dhash_whole", pa.list_(pa.uint8(), PHASH_BYTES)),
         ],
         metadata={MODEL_KEY: model.encode(), MODEL_REF_KEY: model_ref.encode()},
     )
