@@ -263,9 +263,9 @@ def build_corpus(folder: Path) -> dict[Path, str]:
     return truth
 
 
-def photon_table(files: list[Path], db: Path, hashes: tuple[str, ...]) -> tuple[ImageTable, float]:
-    """A table of the files with their hashes computed as `photon index` does; the hash
-    columns not in `hashes` are null, as in a table indexed before them."""
+def photon_table(files: list[Path], db: Path, kept: tuple[str, ...]) -> tuple[ImageTable, float]:
+    """A table of the files with their hashes computed as `photon index` does; the
+    SECOND_HASHES not `kept` are null, as in a table indexed before them."""
     start = time.perf_counter()
     columns: dict[str, list] = {name: [] for name in image_schema(4, "m", "m").names}
     for path in files:
@@ -276,7 +276,8 @@ def photon_table(files: list[Path], db: Path, hashes: tuple[str, ...]) -> tuple[
         row = dict(
             path=str(path),
             content_hash=content_hash(data),
-            **{name: list(getattr(hashes, name)) for name in hashes},
+            **{name: list(getattr(hashes, name)) for name in kept},
+            phash=list(hashes.phash),
             file_size=stat.st_size,
             mtime_ns=stat.st_mtime_ns,
             width=decoded.info.width,
@@ -451,13 +452,11 @@ def quality() -> None:
         corpus.mkdir()
         truth = {str(p): label for p, label in build_corpus(corpus).items()}
         files = sorted(map(Path, truth))
-        table, hashing = photon_table(files, Path(tmp) / "db", ("phash", *SECOND_HASHES))
+        table, hashing = photon_table(files, Path(tmp) / "db", SECOND_HASHES)
         # As indexed before this change (no whole-picture dHash), and before the second
         # hashes (pHash alone).
-        previous, _ = photon_table(
-            files, Path(tmp) / "previous", ("phash", "phash_trimmed", "dhash")
-        )
-        legacy, _ = photon_table(files, Path(tmp) / "legacy", ("phash",))
+        previous, _ = photon_table(files, Path(tmp) / "previous", ("phash_trimmed", "dhash"))
+        legacy, _ = photon_table(files, Path(tmp) / "legacy", ())
         tile_hashes = [perceptual_hashes(t) for t in tile_images]
         tile = {
             name: _cross_photo_distances(
