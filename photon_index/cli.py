@@ -132,6 +132,8 @@ def index(
         f"{report.skipped} unchanged, {pruned}, {report.failed} failed, {report.tagged} tagged "
         f"in {report.elapsed:.1f} s ({report.images_per_second:.1f} images/s)"
     )
+    if report.rehashed:
+        typer.echo(f"{report.rehashed} pictures indexed before were hashed again for dedupe")
 
 
 def _quiet_lance() -> None:

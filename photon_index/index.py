@@ -7,6 +7,7 @@ groups, each built once under a lock, while every call reads the table's latest 
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from collections.abc import Callable, Sequence
@@ -145,7 +146,7 @@ class Index:
                     **({"address": address} if engine == "ray" else {}),
                 )
                 report = ingest.run(present)
-                self._fill_hashes(table, loaded)
+                report.rehashed = self._fill_hashes(table, loaded, progress)
                 self._finish_run(table, report)
             except BaseException as e:
                 if isinstance(e, (Interrupted, KeyboardInterrupt)):
@@ -161,14 +162,19 @@ class Index:
         report.warnings[:0] = warnings
         return report
 
-    def _fill_hashes(self, table: ImageTable, model: ModelFiles) -> None:
-        """Hash the pictures indexed before dedupe's second hashes existed (once)."""
+    def _fill_hashes(self, table: ImageTable, model: ModelFiles, progress: bool) -> int:
+        """Hash the pictures indexed before one of dedupe's hashes existed (once)."""
         from photon_index.embed.preprocess import ImagePreprocessor
         from photon_index.ingest.rehash import fill_hashes
 
         size = ImagePreprocessor.from_file(model.preprocessor)
-        draft = (size.width, size.height)
-        fill_hashes(table, max_pixels=self.settings.index.max_pixels, draft=draft)
+        return fill_hashes(
+            table,
+            max_pixels=self.settings.index.max_pixels,
+            draft=(size.width, size.height),
+            workers=self.settings.index.workers or os.cpu_count() or 1,
+            progress=progress,
+        )
 
     def _finish_run(self, table: ImageTable, report: IndexReport) -> None:
         """After rows were written: the ANN index once the table is large enough, and

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing as mp
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -202,6 +203,33 @@ def test_rows_without_the_second_hash_pair_by_phash_alone_within_6(tmp_path: Pat
     assert group.evidence["/b.jpg"]["dhash"] is None
 
 
+def old_table(tmp_path: Path, dropped: tuple[str, ...], copies: int = 1) -> ImageTable:
+    """A table of real photos (each saved `copies` times) made before the `dropped`
+    columns existed, each row's embedding a different unit vector."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rows = []
+    for i, name in enumerate(REAL_PHOTOS):
+        for k in range(copies):
+            path = folder / (f"{name}.jpg" if k == 0 else f"{name}-{k}.jpg")
+            real_photo(name).save(path, quality=90)
+            stat = path.stat()
+            rows.append(
+                replace(
+                    row(str(path), BASE + i, None, None),
+                    file_size=stat.st_size,
+                    mtime_ns=stat.st_mtime_ns,
+                    embedding=np.eye(4, dtype=np.float32)[i],
+                )
+            )
+    table = ImageTable.create(tmp_path / "db", dim=4, model="m", model_ref="m")
+    table.upsert(rows)
+    table.dataset.drop_columns(list(dropped))
+    table = ImageTable.open(tmp_path / "db")
+    assert not set(dropped) & set(table.schema.names)
+    return table
+
+
 @pytest.mark.parametrize(
     "dropped",
     [SECOND_HASHES, ("dhash_whole",)],
@@ -210,37 +238,18 @@ def test_rows_without_the_second_hash_pair_by_phash_alone_within_6(tmp_path: Pat
 def test_filling_hashes_is_resumable_and_never_embeds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dropped: tuple[str, ...]
 ):
+    table = old_table(tmp_path, dropped)
     folder = tmp_path / "photos"
-    folder.mkdir()
-    rows = []
-    for i, name in enumerate(REAL_PHOTOS):
-        path = folder / f"{name}.jpg"
-        real_photo(name).save(path, quality=90)
-        stat = path.stat()
-        rows.append(
-            replace(
-                row(str(path), BASE + i, None, None),
-                file_size=stat.st_size,
-                mtime_ns=stat.st_mtime_ns,
-                embedding=np.eye(4, dtype=np.float32)[i],
-            )
-        )
-    table = ImageTable.create(tmp_path / "db", dim=4, model="m", model_ref="m")
-    table.upsert(rows)
-    # As a table made before the new columns: drop them.
-    table.dataset.drop_columns(list(dropped))
-    table = ImageTable.open(tmp_path / "db")
-    assert not set(dropped) & set(table.schema.names)
 
     monkeypatch.setattr(rehash, "_BATCH", 2)
     hashed = rehash._hashes
     calls = []
 
-    def killed_on_the_third(*args):
-        calls.append(args)
+    def killed_on_the_third(row, **kwargs):
+        calls.append(row)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return hashed(*args)
+        return hashed(row, **kwargs)
 
     monkeypatch.setattr(rehash, "_hashes", killed_on_the_third)
     with pytest.raises(KeyboardInterrupt):
@@ -257,6 +266,38 @@ def test_filling_hashes_is_resumable_and_never_embeds(
         image = decode((folder / f"{name}.jpg").read_bytes(), max_pixels=10**8, draft=(224, 224))
         hashes = perceptual_hashes(image.image)
         assert all(bytes(stored[k]) == getattr(hashes, k) for k in SECOND_HASHES)
+
+
+def test_a_pool_of_processes_fills_them_alike_and_goes_with_ctrl_c(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    table = old_table(tmp_path, SECOND_HASHES, copies=6)  # 24 rows
+    monkeypatch.setattr(rehash, "_BATCH", 4)  # the pool starts beyond one batch
+    update = table.update_columns
+    commits = []
+
+    def killed_on_the_second(data):
+        commits.append(data)
+        if len(commits) == 2:
+            raise KeyboardInterrupt
+        update(data)
+
+    monkeypatch.setattr(table, "update_columns", killed_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        rehash.fill_hashes(table, max_pixels=10**8, draft=(224, 224), workers=2)
+    assert mp.active_children() == []  # the pool went with the run
+    assert table.count_where(f"NOT ({rehash.LACKING})") == 4
+    monkeypatch.setattr(table, "update_columns", update)
+    assert rehash.fill_hashes(table, max_pixels=10**8, draft=(224, 224), workers=2) == 20
+    stored = table.columns(["path", *SECOND_HASHES]).to_pylist()
+    for name in REAL_PHOTOS:
+        image = decode(
+            (tmp_path / "photos" / f"{name}.jpg").read_bytes(), max_pixels=10**8, draft=(224, 224)
+        )
+        hashes = perceptual_hashes(image.image)
+        mine = [r for r in stored if Path(r["path"]).stem.split("-")[0] == name]
+        assert len(mine) == 6
+        assert all(bytes(r[k]) == getattr(hashes, k) for r in mine for k in SECOND_HASHES)
 
 
 # rocket's clear sky is flat enough to be trimmed like a border, deeper in the decoded

@@ -50,6 +50,8 @@ class IndexReport:
     removed: int = 0
     failed: int = 0
     tagged: int = 0  # pictures given tags at the end of the run (README, "Tags")
+    # older pictures given the dedupe hashes added since they were indexed (rehash.py)
+    rehashed: int = 0
     elapsed: float = 0.0
     images_per_second: float = 0.0  # embedded images per second of wall time
     device: str = ""
