@@ -218,7 +218,10 @@ def search(
         str | None, typer.Option(help="Only pictures from this camera, e.g. 'Canon EOS R5'.")
     ] = None,
     min_score: Annotated[
-        float | None, typer.Option("--min-score", help="Leave out hits scoring below this.")
+        float | None,
+        typer.Option(
+            "--min-score", min=-1.0, max=1.0, help="Leave out hits scoring below this (-1 to 1)."
+        ),
     ] = None,
     tag: Annotated[
         list[str] | None,

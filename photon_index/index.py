@@ -126,7 +126,9 @@ class Index:
 
         kind = _engine(engine, thumbnails)
         cap_arenas()  # before Lance's threads start allocating
-        present, warnings = check_roots(roots, self.table(), forget_missing=forget_missing)
+        present, warnings = check_roots(
+            roots, self.table(), forget_missing=forget_missing, storage=self.storage
+        )
         loaded = self.load_model(model, progress=progress)
         preferred_device(self.settings.model.device)  # a bad --device, before any write
         created = not self.db_path.exists()

@@ -48,6 +48,18 @@ def list_objects(
         yield FoundFile(SCHEME + info.path, root, info.size, info.mtime_ns)  # type: ignore[arg-type]
 
 
+def prefix_exists(root: str, storage: Storage) -> bool:
+    """Whether an object lies at or under root (an s3:// URI): a misspelled bucket or
+    prefix has none. True when the storage cannot be asked: the listing says why."""
+    from pyarrow.fs import FileType
+
+    try:
+        info = storage.filesystem().get_file_info(root.removeprefix(SCHEME).rstrip("/"))
+    except OSError:
+        return True
+    return info.type != FileType.NotFound
+
+
 def _wanted(rel: str, exclude: Sequence[str], include_hidden: bool) -> bool:
     parts = rel.split("/")
     if not include_hidden and any(p.startswith(".") for p in parts):

@@ -85,6 +85,13 @@ def test_bad_option_value_is_a_usage_error(photo: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("score", ["2", "-1.5", "nan"])
+def test_a_min_score_no_score_can_reach_is_a_usage_error(score: str) -> None:
+    result = run_photon("search", "a star", "--min-score", score, check=False)
+    assert result.returncode == 2
+    assert "--min-score" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_info_on_a_fresh_home_says_what_to_do() -> None:
     assert "photon index" in run_photon("info").stdout
     details = json.loads(run_photon("info", "--json").stdout)

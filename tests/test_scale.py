@@ -193,6 +193,23 @@ def test_local_pipeline_on_object_storage(s3_env: SeaweedS3, tmp_path: Path) -> 
 
 
 @pytest.mark.slow
+def test_a_misspelled_bucket_or_prefix_is_a_usage_error(s3_env: SeaweedS3, tmp_path: Path) -> None:
+    uris = upload(s3_env, "typo", 2, seed=4, folder=tmp_path / "src")
+    index = Index(tmp_path / "db", settings=tiny_settings())
+    for root in ("s3://pics/tpyo", "s3://no-such-bucket/typo"):
+        with pytest.raises(UsageError, match=f"no object at or under {root}"):
+            index.update([root], model=TINY)
+    assert index.update(["s3://pics/typo"], model=TINY).indexed == 2
+    for uri in uris:  # gone, or out of sight: the rows stay, as for an unmounted drive
+        s3_env.filesystem().delete_file(uri[5:])
+    again = index.update(["s3://pics/typo"])
+    assert sorted(rows_of(index)) == sorted(uris)
+    assert any("s3://pics/typo" in w for w in again.warnings)
+    failed = run_photon("index", "s3://pics/tpyo", "--db", tmp_path / "db", check=False)
+    assert failed.returncode == 2 and "check the bucket and prefix" in failed.stderr
+
+
+@pytest.mark.slow
 def test_ray_engine_indexes_as_the_local_pool_does(
     s3_env: SeaweedS3, ray_address: str, tmp_path: Path
 ) -> None:

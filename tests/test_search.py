@@ -18,7 +18,7 @@ from conftest import TINY, run_photon
 from photon_index import Index, image_id
 from photon_index.embed import Encoders
 from photon_index.errors import UsageError
-from photon_index.query.search import Filters, Searcher, parse_terms
+from photon_index.query.search import Filters, Searcher, parse_terms, printable
 from photon_index.store.table import ImageTable, Nearest
 from photon_index.synthetic import Scene, write_pictures
 
@@ -363,6 +363,14 @@ def test_extreme_dates_and_long_texts_search(library) -> None:
     long_text = "a small red circle on a plain white background, " * 8
     assert len(search_hits(library.db, long_text, "-k", "3")) == 3
     assert len(search_hits(library.db, "赤い丸" * 32, "-k", "3")) == 3
+
+
+def test_bidirectional_controls_are_escaped_but_emoji_joiners_kept() -> None:
+    # U+202E shows "/x/\u202egpj.exe" as "/x/exe.jpg" in a terminal.
+    assert printable("/x/\u202egpj.exe") == "/x/\\u202egpj.exe"
+    assert printable("/x/\u2066a\u2069.jpg") == "/x/\\u2066a\\u2069.jpg"
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467.jpg"  # joined by U+200D
+    assert printable(family) == family
 
 
 def test_control_characters_in_paths_are_escaped_or_exact(tmp_path) -> None:

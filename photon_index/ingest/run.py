@@ -27,7 +27,7 @@ from photon_index.ingest.planner import Outcome, Planner
 from photon_index.ingest.progress import Failure, ProgressFile
 from photon_index.ingest.writer import Writer
 from photon_index.models import ModelFiles
-from photon_index.sources import list_objects, source_hash, vanished
+from photon_index.sources import list_objects, prefix_exists, source_hash, vanished
 from photon_index.store.location import Storage, is_remote
 from photon_index.store.table import ImageTable
 
@@ -60,12 +60,16 @@ class IndexReport:
 
 
 def check_roots(
-    roots: Sequence[Root], table: ImageTable | None, *, forget_missing: bool
+    roots: Sequence[Root],
+    table: ImageTable | None,
+    *,
+    forget_missing: bool,
+    storage: Storage | None = None,
 ) -> tuple[list[Root], list[str]]:
     """The roots that exist, and a warning for each missing one the index holds rows
     under (an unmounted drive: its rows are kept). A missing root the index knows
-    nothing of is a typo: UsageError. An s3:// prefix is always there (object storage
-    has no folders: an empty prefix lists nothing)."""
+    nothing of is a typo: UsageError. An s3:// prefix is missing when no object lies
+    at or under it (object storage has no folders), asked of `storage` when given."""
     nameless = [str(r) for r in roots if is_remote(r) and not urlparse(str(r)).netloc]
     if nameless:
         raise UsageError(f"{nameless[0]} names no bucket: use s3://BUCKET/PREFIX")
@@ -73,12 +77,19 @@ def check_roots(
         str(r).rstrip("/") if is_remote(r) else Path(os.path.abspath(Path(r).expanduser()))
         for r in roots
     ]
-    present = [r for r in absolute if _present(r)]
+    present = [
+        r
+        for r in absolute
+        if _present(r) and (storage is None or not isinstance(r, str) or prefix_exists(r, storage))
+    ]
     missing = [r for r in absolute if r not in present]
     indexed = _rows_under(table, missing)
-    unknown = [display(r) for r in missing if not indexed[r] and not forget_missing]
+    unknown = [r for r in missing if not indexed[r] and not forget_missing]
+    remote = [r for r in unknown if isinstance(r, str)]
+    if remote:
+        raise UsageError(f"no object at or under {remote[0]}: check the bucket and prefix")
     if unknown:
-        raise UsageError(f"no such file or folder: {', '.join(unknown)}")
+        raise UsageError(f"no such file or folder: {', '.join(map(display, unknown))}")
     if forget_missing:
         return present + missing, []
     return present, [_kept(r, indexed[r], "is missing") for r in missing]

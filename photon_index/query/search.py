@@ -223,13 +223,18 @@ def checked_where(where: str) -> str:
 
 def printable(path: str) -> str:
     """A path as text for a terminal: control characters (a newline, ESC, which could
-    forge lines or drive the terminal) and undecodable bytes are shown escaped, as
+    forge lines or drive the terminal), bidirectional controls (which reorder what
+    follows them) and undecodable bytes are shown escaped, as
     Python writes them (\\n, \\x1b); --print0 and --json keep paths exact."""
     return "".join(_escape(ch) if _hidden(ch) else ch for ch in path)
 
 
+# Bidirectional controls: a U+202E in a name shows "gpj.exe" as "exe.jpg".
+_BIDI = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def _hidden(ch: str) -> bool:
-    return unicodedata.category(ch) in ("Cc", "Cs") or ch in "\u2028\u2029"
+    return unicodedata.category(ch) in ("Cc", "Cs") or ch in "\u2028\u2029" or ch in _BIDI
 
 
 def _escape(ch: str) -> str:
