@@ -362,6 +362,16 @@ def test_duplicate_groups_name_pictures_by_id(client: TestClient, demo: DemoLibr
     assert first["key"] == f"exact-{first['keep']['id']}" and first["reason"]
     similar = client.get("/api/duplicates", params={"similar": True}).json()["groups"]
     assert len(similar) >= len(groups)
+    # Each duplicate says why it is one, as `photon dedupe --json` does.
+    by_keeper = {(g.tier, g.keep): g for g in found}
+    for group in groups:
+        for duplicate in group["duplicates"]:
+            expected = by_keeper[group["tier"], group["keep"]["path"]].evidence[duplicate["path"]]
+            assert duplicate["evidence"] == expected
+    near = next(g for g in groups if g["tier"] == "near")["duplicates"][0]["evidence"]
+    assert {"phash", "dhash", "cosine"} <= set(near)
+    page = client.get("/duplicates").text
+    assert "the same bytes" in page and "pHash" in page and "cosine" in page
 
 
 def act(client: TestClient, **body: object) -> httpx.Response:

@@ -310,7 +310,9 @@ def group_json(group: Any) -> dict[str, Any]:
         "tier": group.tier,
         "keep": {"id": image_id(group.keep), "path": group.keep},
         "reason": group.reason,
-        "duplicates": named(group.duplicates),
+        "duplicates": [
+            {**d, "evidence": group.evidence.get(d["path"], {})} for d in named(group.duplicates)
+        ],
         "distance": group.distance,
         "aliases": named(group.aliases),
         "beyond": named(group.beyond),

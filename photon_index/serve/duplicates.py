@@ -38,6 +38,7 @@ class Member:
     path: str
     record: Any  # the index's ImageRecord; None when the picture left the index since
     keeper: bool
+    why: str = ""  # a duplicate's evidence, for a person (evidence_text)
 
 
 @dataclass(frozen=True)
@@ -51,9 +52,35 @@ def views(index: Index, groups: Sequence[DuplicateGroup]) -> list[GroupView]:
     shown = []
     for group in groups:
         paths = [group.keep, *group.duplicates]
-        members = [Member(image_id(p), p, index.image(image_id(p)), p == group.keep) for p in paths]
+        members = [
+            Member(
+                image_id(p),
+                p,
+                index.image(image_id(p)),
+                p == group.keep,
+                evidence_text(group.evidence.get(p, {})),
+            )
+            for p in paths
+        ]
         shown.append(GroupView(group_key(group), group, members))
     return shown
+
+
+def evidence_text(evidence: dict[str, Any]) -> str:
+    """What made a picture a duplicate of its keeper, in a few words: the signals the
+    query kept (query/dedupe.py), the closest of each kind."""
+    if "content_hash" in evidence:
+        return "the same bytes"
+    phashes = [evidence.get(k) for k in ("phash", "phash_trimmed")]
+    dhashes = [evidence.get(k) for k in ("dhash", "dhash_whole")]
+    parts = []
+    for name, values in (("pHash", phashes), ("dHash", dhashes)):
+        known = [v for v in values if v is not None]
+        if known:
+            parts.append(f"{name} {min(known)} of 64 bits apart")
+    if evidence.get("cosine") is not None:
+        parts.append(f"cosine {evidence['cosine']:.3f}")
+    return ", ".join(parts)
 
 
 @dataclass(frozen=True)
