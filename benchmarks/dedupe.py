@@ -627,7 +627,9 @@ def _synthetic_table(hashes: list[np.ndarray], db: Path) -> ImageTable:
     embeddings, as the indexer would store them."""
     n = len(hashes[0])
     table = ImageTable.create(db, SCALE_DIM, "m", "m")
-    paths = pa.array([f"/photos/{i // 1000:04d}/{i:07d}.jpg" for i in range(n)])
+    # Paths as long as a real library's (about 70 characters): the near tier holds them all.
+    folder = "/home/someone/Pictures/{}/Family trip {:04d}/IMG_{:08d}_HDR.jpg"
+    paths = pa.array([folder.format(2000 + i // 100_000, i // 1000, i) for i in range(n)])
 
     def hash_column(values: np.ndarray) -> pa.Array:
         return pa.FixedSizeListArray.from_arrays(pa.array(values.astype(">u8").view(np.uint8)), 8)

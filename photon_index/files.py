@@ -107,18 +107,26 @@ def rebase(row_path: str, file: str) -> str:
     return file if at is None else frame_path(file, at)
 
 
+def is_frame(paths: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """For a column of row paths, whether each is a video's frame (frame_path)."""
+    return pc.match_substring_regex(paths, _FRAME_END).to_numpy(zero_copy_only=False)
+
+
 def paired(paths: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """For a column of paths, whether each is a RAW or a JPEG/HEIF whose other file (the same
-    pair_key) is in the column too. Vectorised: a million paths in Python took a minute."""
-    parts = pc.extract_regex(paths, r"^(?P<stem>.*[^/])(?P<ext>\.[^./]*)$")
-    stem, ext = pc.struct_field(parts, "stem"), pc.utf8_lower(pc.struct_field(parts, "ext"))
+    pair_key) is in the column too. Vectorised: a million paths in Python took a minute.
+    Stems are looked up only among the RAW files' (few, or none: then no path is split),
+    as a set of a million JPEG stems took 250 MB."""
+    ext = pc.struct_field(pc.extract_regex(paths, r"[^/](?P<ext>\.[^./]*)$"), "ext")
+    ext = pc.utf8_lower(ext)
     raw = pc.fill_null(pc.is_in(ext, value_set=pa.array(sorted(RAW_SUFFIXES))), False)
+    if not pc.any(raw).as_py():
+        return np.zeros(len(paths), dtype=bool)
     jpeg = pc.fill_null(pc.is_in(ext, value_set=pa.array(sorted(DEVELOPED_SUFFIXES))), False)
-    both = pc.and_(
-        pc.is_in(stem, value_set=pc.filter(stem, raw)),
-        pc.is_in(stem, value_set=pc.filter(stem, jpeg)),
-    )
-    return pc.fill_null(pc.and_(both, pc.or_(raw, jpeg)), False).to_numpy(zero_copy_only=False)
+    stem = pc.struct_field(pc.extract_regex(paths, r"^(?P<stem>.*[^/])\.[^./]*$"), "stem")
+    paired_jpeg = pc.and_(jpeg, pc.is_in(stem, value_set=pc.filter(stem, raw)))
+    paired_raw = pc.and_(raw, pc.is_in(stem, value_set=pc.filter(stem, paired_jpeg)))
+    return pc.fill_null(pc.or_(paired_jpeg, paired_raw), False).to_numpy(zero_copy_only=False)
 
 
 def pair_key(path: str) -> str | None:
