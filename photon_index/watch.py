@@ -295,7 +295,9 @@ class Watcher:
                 self._emit("waiting", f"{e}: the changes are indexed once it has finished")
             self._waiting = True
             return
-        except Interrupted:
+        except Interrupted as e:
+            if e.report is not None:  # what the cut batch committed counts too
+                self._count(e.report)
             raise
         except PhotonError as e:
             self._failed(str(e))

@@ -28,6 +28,7 @@ from photon_index import Index
 from photon_index.config import Settings
 from photon_index.errors import UsageError
 from photon_index.hashing import file_hash
+from photon_index.ingest import IndexReport, Interrupted
 from photon_index.store.lock import write_lock
 from photon_index.synthetic import write_pictures
 from photon_index.watch import Watcher, WatchEvent, watching
@@ -242,6 +243,23 @@ def test_a_root_never_indexed_that_does_not_exist_is_refused(tmp_path: Path):
         Watcher(index, [tmp_path / "typo"], model=TINY).prepare()
     with pytest.raises(UsageError, match="local folders only"):
         Watcher(index, ["s3://bucket/photos"], model=TINY)
+
+
+def test_a_batch_cut_by_ctrl_c_counts_what_it_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    lib = tmp_path / "lib"
+    write_pictures(lib, 1, seed=2)
+    watcher = Watcher(Index(tmp_path / "db", settings=fast_settings()), [lib], model=TINY)
+
+    def cut_short(roots: list[Path], paths: list[Path]) -> IndexReport:
+        raise Interrupted("interrupted", IndexReport(indexed=3, reused=1))
+
+    monkeypatch.setattr(watcher, "_write", cut_short)
+    watcher._pending.roots.add(lib)
+    with pytest.raises(Interrupted):
+        watcher._flush()
+    assert (watcher.report.indexed, watcher.report.reused) == (3, 1)
 
 
 class Lines:

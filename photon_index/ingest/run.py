@@ -36,9 +36,14 @@ Root = Path | str
 
 
 class Interrupted(PhotonError):
-    """The user stopped the run (Ctrl-C); what was committed is kept."""
+    """The user stopped the run (Ctrl-C); what was committed is kept, and report says
+    what the run had done by then."""
 
     exit_code = 130
+
+    def __init__(self, message: str, report: IndexReport | None = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 @dataclass
@@ -146,7 +151,8 @@ class Ingest:
                 self._commit()
             raise Interrupted(
                 f"interrupted: the index keeps {self._kept()} pictures; "
-                "run `photon index` again to continue"
+                "run `photon index` again to continue",
+                self.report,
             ) from None
         finally:
             self._close_pool()
