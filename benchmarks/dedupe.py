@@ -708,7 +708,7 @@ def scale() -> None:
     }
     print(
         f"Near tier at T = {SCALE_DISTANCE}, hashes 90 % random, 10 % copies 0-8 bits off; "
-        f"the table rows carry pHash, trimmed pHash and dHash made so, and {SCALE_DIM}-d "
+        f"the table rows carry the four hashes made so, 70-character paths and {SCALE_DIM}-d "
         "embeddings (copies at cosine about 0.995), and run the default rule.\n"
     )
     print("| method | hashes | time | peak RSS (before the step) | groups |")
