@@ -44,6 +44,7 @@ from photon_index.hashing import content_hash, perceptual_hashes
 from photon_index.query.dedupe import (
     _candidate_pairs,
     _components,
+    _detailed,
     cosine_pairs,
     find_duplicates,
 )
@@ -422,6 +423,15 @@ def tiles() -> tuple[list[Image.Image], np.ndarray]:
     return cut, np.array(source)
 
 
+def _cross_photo_both(flags: list[bool], source: np.ndarray) -> np.ndarray:
+    """For each pair of tiles of different photos (_cross_photo_distances' order),
+    whether both tiles have the flag."""
+    values = np.array(flags, dtype=bool)
+    i, j = np.triu_indices(len(values), 1)
+    cross = source[i] != source[j]
+    return values[i[cross]] & values[j[cross]]
+
+
 def _cross_photo_distances(hashes: list[int], source: np.ndarray) -> np.ndarray:
     values = np.array(hashes, dtype=np.uint64)
     i, j = np.triu_indices(len(values), 1)
@@ -464,7 +474,23 @@ def quality() -> None:
             )
             for name in ("phash", *SECOND_HASHES)
         }
-        either = np.minimum(tile["phash"], tile["phash_trimmed"])
+        # Pairs of tiles whose dHashes both show detail (dedupe._detailed): the others'
+        # hashes are no evidence, and the near tier never pairs them by them.
+        detailed = {
+            name: _cross_photo_both(
+                [
+                    _detailed(np.uint64(int.from_bytes(getattr(h, name), "big")))
+                    for h in tile_hashes
+                ],
+                source,
+            )
+            for name in ("dhash", "dhash_whole")
+        }
+        by_whole = detailed["dhash_whole"]
+        by_trimmed = detailed["dhash"]
+        either = np.minimum(
+            np.where(by_whole, tile["phash"], 64), np.where(by_trimmed, tile["phash_trimmed"], 64)
+        )
         runs = [(t, verify, legacy if (t, verify) == (6, None) else table) for t, verify in RULES]
         runs.insert(3, (*PREVIOUS_RULE, previous))
         results = []
@@ -487,11 +513,11 @@ def quality() -> None:
                 name, false = f"{name} ≤ {t} alone", (tile["phash"] if t == 6 else either) <= t
             elif rows is previous:
                 name = f"two-stage before: either pHash ≤ {t}, then trimmed dHash ≤ {verify}"
-                false = (either <= t) & (tile["dhash"] <= verify)
+                false = (either <= t) & (tile["dhash"] <= verify) & by_trimmed
             else:
                 name = f"two-stage: either pHash ≤ {t}, then its picture's dHash ≤ {verify}"
-                false = ((tile["phash"] <= t) & (tile["dhash_whole"] <= verify)) | (
-                    (tile["phash_trimmed"] <= t) & (tile["dhash"] <= verify)
+                false = (by_whole & (tile["phash"] <= t) & (tile["dhash_whole"] <= verify)) | (
+                    by_trimmed & (tile["phash_trimmed"] <= t) & (tile["dhash"] <= verify)
                 )
             if (t, verify) == DEFAULT_RULE and rows is table:
                 name += " (default)"

@@ -27,6 +27,9 @@ _FLAT_LEVELS = 16
 _FLAT_SHARE = 0.8
 _KEEP = 0.5  # trimming stops before it leaves less than this share of a side
 _TRIM_SIDE = 256  # trimming looks at the picture scaled to at most this many pixels a side
+# Below this spread of grey levels (at 32x32) a picture is plain: its hashes are those of
+# any other plain picture (a pHash of ties, a dHash of zeros).
+_PLAIN_STD = 8.0
 
 
 def _dct_matrix(n: int) -> np.ndarray:
@@ -75,7 +78,15 @@ class PerceptualHashes:
 
 def perceptual_hashes(image: Image.Image) -> PerceptualHashes:
     inner = image.crop(border_box(image))
+    if _plain(inner) and not _plain(image):
+        inner = image  # trimming left only background, whose hashes match any other's
     return PerceptualHashes(phash(image), phash(inner), dhash(inner), dhash(image))
+
+
+def _plain(image: Image.Image) -> bool:
+    """Whether the picture is all but one grey level, as the hashes see it."""
+    small = image.convert("L").resize((_SAMPLE_SIZE, _SAMPLE_SIZE), Image.Resampling.BILINEAR)
+    return float(np.asarray(small, dtype=np.float32).std()) < _PLAIN_STD
 
 
 def dhash(image: Image.Image) -> bytes:
@@ -92,7 +103,10 @@ def border_box(image: Image.Image) -> tuple[int, int, int, int]:
     (one band: a black frame, then a title bar, then a window's margin). Passes repeat
     until no side moves, so nested bands go one after the other. Flat content at an
     edge (a clear sky) is trimmed too, but from the original and from a framed copy
-    alike, which is what matters for the hash."""
+    alike, which is what matters for the hash. A band still flat where it would leave
+    less than _KEEP of the picture is no border but a plain background, and is kept:
+    lines through a small subject on it are mostly flat too, and trimming them would
+    cut the subject in half and leave little but background to hash."""
     scale = min(1.0, _TRIM_SIDE / max(image.size))
     small = (
         image
@@ -103,20 +117,38 @@ def border_box(image: Image.Image) -> tuple[int, int, int, int]:
         )
     )
     grey = np.asarray(small.convert("L"), dtype=np.int16)
-    h, w = grey.shape
-    box = [0, 0, w, h]  # left, top, right, bottom: sides 0-3
+    box = [0, 0, grey.shape[1], grey.shape[0]]  # left, top, right, bottom: sides 0-3
     moved = True
     while moved:
         moved = False
         for side in range(4):
-            flat, colour = _flat(_edge(grey, box, side))
-            while flat and box[2] - box[0] > _KEEP * w and box[3] - box[1] > _KEEP * h:
-                box[side] += 1 if side < 2 else -1
+            band = _band(grey, box, side)
+            if band:
+                box[side] += band if side < 2 else -band
                 moved = True
-                flat, level = _flat(_edge(grey, box, side))
-                flat = flat and abs(level - colour) <= _FLAT_LEVELS
     left, top, right, bottom = (round(v / scale) for v in box)
     return left, top, min(right, image.width), min(bottom, image.height)
+
+
+def _band(grey: np.ndarray, box: list[int], side: int) -> int:
+    """How many lines from `side` of box are one flat band, ending before the picture
+    left would be under _KEEP of its height or width: 0 for a band that runs past it."""
+    h, w = grey.shape
+    room = (
+        (box[2] - box[0] - max(_KEEP * w, 1))
+        if side in (0, 2)
+        else (box[3] - box[1] - max(_KEEP * h, 1))
+    )
+    trial, lines = list(box), 0
+    flat, colour = _flat(_edge(grey, trial, side))
+    while flat:
+        if lines >= room:
+            return 0
+        trial[side] += 1 if side < 2 else -1
+        lines += 1
+        flat, level = _flat(_edge(grey, trial, side))
+        flat = flat and abs(level - colour) <= _FLAT_LEVELS
+    return lines
 
 
 def _edge(grey: np.ndarray, box: list[int], side: int) -> np.ndarray:

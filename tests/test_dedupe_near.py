@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import multiprocessing as mp
+import os
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -56,6 +57,67 @@ def test_a_framed_copy_hashes_like_its_original(name: str):
     assert hamming(original.phash, copy.phash) > 8  # the frame moves the plain pHash
     assert hamming(original.phash_trimmed, copy.phash_trimmed) <= 8
     assert hamming(original.dhash, copy.dhash) <= 8
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 7), (7, 1), (2, 2)])
+def test_a_picture_of_a_pixel_or_two_hashes(size: tuple[int, int]):
+    picture = Image.new("RGB", size, (200, 30, 30))
+    assert border_box(picture) == (0, 0, *size)
+    assert len(perceptual_hashes(picture).dhash) == 8
+
+
+def on_plain(photo: Image.Image, share: float, colour: tuple[int, int, int]) -> Image.Image:
+    """The photo small in the middle of a plain 1200x900 background."""
+    canvas = Image.new("RGB", (1200, 900), colour)
+    small = photo.convert("RGB").resize((int(1200 * share), int(900 * share)))
+    canvas.paste(small, ((1200 - small.width) // 2, (900 - small.height) // 2))
+    return canvas
+
+
+def test_a_small_subject_on_a_plain_background_is_not_trimmed_in_half():
+    # Lines through a subject a tenth of the picture wide are 90 % background: trimming
+    # them used to cut every such picture down to half a subject, hashed alike.
+    picture = on_plain(real_photo("astronaut"), 0.1, (0, 0, 0))
+    assert border_box(picture) == (0, 0, 1200, 900)
+
+
+def hashed_rows(pictures: dict[str, Image.Image]) -> list[ImageRow]:
+    rows = []
+    for path, picture in pictures.items():
+        encoded = io.BytesIO()
+        picture.convert("RGB").save(encoded, "JPEG", quality=90)
+        decoded = decode(encoded.getvalue(), max_pixels=10**8, draft=(224, 224)).image
+        hashes = perceptual_hashes(decoded)
+        rows.append(
+            replace(
+                row(path, 0, None, None),
+                **{k: getattr(hashes, k) for k in ("phash", *SECOND_HASHES)},
+                file_size=len(encoded.getvalue()),
+            )
+        )
+    return rows
+
+
+def test_plain_pictures_and_small_subjects_are_not_near_copies(tmp_path: Path):
+    gradient = np.tile(np.linspace(40, 90, 640), (480, 1)).astype(np.uint8)
+    pictures = {
+        "/black.jpg": Image.new("RGB", (640, 480), (0, 0, 0)),
+        "/white.jpg": Image.new("RGB", (640, 480), (255, 255, 255)),
+        "/grey.jpg": Image.new("RGB", (640, 480), (128, 128, 128)),
+        "/dusk.jpg": Image.fromarray(gradient).convert("RGB"),
+        "/dusk-darker.jpg": Image.fromarray(gradient // 2).convert("RGB"),
+        **{
+            f"/{name}-{share}-{bg}.jpg": on_plain(real_photo(name), share, colour)
+            for name in REAL_PHOTOS
+            for share in (0.1, 0.2)
+            for bg, colour in (("black", (0, 0, 0)), ("white", (255, 255, 255)))
+        },
+    }
+    table = ImageTable.create(tmp_path / "db", dim=4, model="m", model_ref="m")
+    groups = near_groups(table, *hashed_rows(pictures))
+    # The same photo at two sizes on one background may be one; different ones never.
+    subjects = [{Path(p).stem.split("-")[0] for p in [g.keep, *g.duplicates]} for g in groups]
+    assert all(len(s) == 1 and s <= set(REAL_PHOTOS) for s in subjects), subjects
 
 
 def test_distinct_photos_are_far_by_both_hashes():
@@ -171,19 +233,7 @@ def hazy(photo: Image.Image) -> Image.Image:
 def test_a_brightened_copy_trimmed_differently_is_still_a_near_copy(tmp_path: Path, name: str):
     pictures = {"/hazy.jpg": hazy(real_photo(name))}
     pictures["/brighter.jpg"] = ImageEnhance.Brightness(pictures["/hazy.jpg"]).enhance(1.12)
-    rows = []
-    for path, picture in pictures.items():
-        encoded = io.BytesIO()
-        picture.save(encoded, "JPEG", quality=90)
-        decoded = decode(encoded.getvalue(), max_pixels=10**8, draft=(224, 224)).image
-        hashes = perceptual_hashes(decoded)
-        rows.append(
-            replace(
-                row(path, 0, None, None),
-                **{k: getattr(hashes, k) for k in ("phash", *SECOND_HASHES)},
-                file_size=len(encoded.getvalue()),
-            )
-        )
+    rows = hashed_rows(pictures)
     assert hamming(rows[0].dhash, rows[1].dhash) > 8  # trimmed differently
     table = ImageTable.create(tmp_path / "db", dim=4, model="m", model_ref="m")
     (group,) = near_groups(table, *rows)
@@ -298,6 +348,25 @@ def test_a_pool_of_processes_fills_them_alike_and_goes_with_ctrl_c(
         mine = [r for r in stored if Path(r["path"]).stem.split("-")[0] == name]
         assert len(mine) == 6
         assert all(bytes(r[k]) == getattr(hashes, k) for r in mine for k in SECOND_HASHES)
+
+
+def dies_on_coffee_3(row: dict, **kwargs) -> dict | None:
+    """rehash._hashes, but the process hashing coffee-3.jpg dies as one killed for
+    memory does."""
+    if row["path"].endswith("coffee-3.jpg"):
+        os._exit(9)
+    return rehash._hashes(row, **kwargs)
+
+
+def test_a_worker_that_dies_costs_its_picture_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    table = old_table(tmp_path, SECOND_HASHES, copies=10)  # 40 rows
+    monkeypatch.setattr(rehash, "_BATCH", 4)
+    monkeypatch.setattr(rehash, "_PER_TASK", 3)
+    monkeypatch.setattr(rehash, "_hashes", dies_on_coffee_3)
+    assert rehash.fill_hashes(table, max_pixels=10**8, draft=(224, 224), workers=2) == 39
+    assert mp.active_children() == []
+    lacking = table.columns(["path"], rehash.LACKING).column("path").to_pylist()
+    assert [Path(p).name for p in lacking] == ["coffee-3.jpg"]
 
 
 # rocket's clear sky is flat enough to be trimmed like a border, deeper in the decoded

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import lance
 import numpy as np
 import pytest
 from conftest import TINY, run_photon
@@ -207,6 +208,19 @@ def test_a_misspelled_bucket_or_prefix_is_a_usage_error(s3_env: SeaweedS3, tmp_p
     assert any("s3://pics/typo" in w for w in again.warnings)
     failed = run_photon("index", "s3://pics/tpyo", "--db", tmp_path / "db", check=False)
     assert failed.returncode == 2 and "check the bucket and prefix" in failed.stderr
+
+
+@pytest.mark.slow
+def test_pictures_on_object_storage_get_the_hashes_an_older_index_lacks(
+    s3_env: SeaweedS3, tmp_path: Path
+) -> None:
+    uris = upload(s3_env, "older", 3, seed=6, folder=tmp_path / "src")
+    index = Index(tmp_path / "db", settings=tiny_settings())
+    index.update(["s3://pics/older"], model=TINY)
+    lance.dataset(str(tmp_path / "db" / "images.lance")).drop_columns(["dhash_whole"])
+    assert index.update(["s3://pics/older"]).rehashed == 3
+    filled = index.table().columns(["path", "dhash_whole"]).to_pylist()
+    assert sorted(r["path"] for r in filled if r["dhash_whole"] is not None) == sorted(uris)
 
 
 @pytest.mark.slow

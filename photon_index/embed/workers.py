@@ -150,7 +150,7 @@ class EmbedPool:
         process = self._ctx.Process(
             target=_worker_main, args=(self._config, inbox, writer), daemon=True
         )
-        with sigint_ignored():
+        with _sigint_ignored():
             process.start()
         writer.close()  # the child holds the only writing end: EOF when it dies
         return _Worker(process, inbox, reader)
@@ -236,7 +236,7 @@ class EmbedPool:
 
 
 @contextmanager
-def sigint_ignored() -> Iterator[None]:
+def _sigint_ignored() -> Iterator[None]:
     """Ctrl-C in a terminal signals the whole process group. Started with SIGINT ignored,
     a worker keeps ignoring it through exec (Python installs its handler only over the
     default), so only the indexer hears it, stops them itself, and prints one line."""

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from functools import partial
 
@@ -23,11 +26,10 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from photon_index.decode import decode_file
-from photon_index.embed.workers import sigint_ignored
 from photon_index.errors import PhotonError
 from photon_index.files import split_frame
 from photon_index.hashing import perceptual_hashes
-from photon_index.sources import read_source
+from photon_index.sources import read_source, stamp
 from photon_index.store.schema import PHASH_BYTES, SECOND_HASHES
 from photon_index.store.table import ImageTable
 
@@ -81,25 +83,71 @@ def _hashed(
     hash_one: Callable[[dict], dict | None], rows: list[dict], workers: int
 ) -> Iterator[Iterator[dict | None]]:
     """The hashes of each row, in order: computed here (workers <= 1, or too few rows to
-    be worth starting processes) or by a pool of processes that ignore Ctrl-C (the run
-    hears it), ended whatever happens."""
+    be worth starting processes) or by pools of processes that ignore Ctrl-C (the run
+    hears it), all ended whatever happens."""
     if workers <= 1 or len(rows) <= _BATCH:
         yield map(hash_one, rows)
         return
-    with sigint_ignored():
-        pool = mp.get_context("spawn").Pool(min(workers, os.cpu_count() or 1))
+    pools: list[ProcessPoolExecutor] = []
     try:
-        yield pool.imap(hash_one, rows, chunksize=_PER_TASK)
+        yield _pooled(hash_one, rows, min(workers, os.cpu_count() or 1), pools)
     finally:
-        pool.terminate()
-        pool.join()
+        for pool in pools:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _pooled(
+    hash_one: Callable[[dict], dict | None],
+    rows: list[dict],
+    workers: int,
+    pools: list[ProcessPoolExecutor],
+) -> Iterator[dict | None]:
+    """The hashes of rows, in order. A worker that dies (killed for memory, a decoder
+    crashing) breaks its pool, and a pool waiting on a lost task would wait for ever:
+    the task at the head is then done again row by row in a pool of one process, the
+    row that takes that process down too is left without hashes (as an unreadable
+    file is), and a new pool takes the rest."""
+    done = 0
+    while done < len(rows):
+        pools.append(pool := _pool(workers))
+        try:
+            for result in pool.map(hash_one, rows[done:], chunksize=_PER_TASK):
+                yield result
+                done += 1
+        except BrokenProcessPool:
+            for result in _one_by_one(hash_one, rows[done : done + _PER_TASK], pools):
+                yield result
+                done += 1
+
+
+def _one_by_one(
+    hash_one: Callable[[dict], dict | None], rows: list[dict], pools: list[ProcessPoolExecutor]
+) -> Iterator[dict | None]:
+    pool = None
+    for row in rows:
+        if pool is None:
+            pools.append(pool := _pool(1))
+        try:
+            yield pool.submit(hash_one, row).result()
+        except BrokenProcessPool:
+            pool = None
+            yield None
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(
+        workers, mp_context=mp.get_context("spawn"), initializer=_ignore_sigint
+    )
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _hashes(row: dict, *, max_pixels: int, draft: tuple[int, int]) -> dict | None:
     path = row["path"]
     try:
-        stat = os.stat(path)
-        if (stat.st_size, stat.st_mtime_ns) != (row["file_size"], row["mtime_ns"]):
+        if stamp(path) != (row["file_size"], row["mtime_ns"]):
             return None
         image = decode_file(path, read_source(path), max_pixels=max_pixels, draft=draft)
     except (OSError, PhotonError):

@@ -73,6 +73,8 @@ _PAIRS_PER_READ = 4096
 # A near pair without the second look (a row indexed before the dHash) is one only
 # within this many pHash bits: the measured best single-hash threshold.
 _UNVERIFIED_DISTANCE = 6
+# A dHash with fewer bits set than this, or fewer unset, is of a picture without detail.
+_PLAIN_BITS = 4
 CHOSEN = "chosen by you"  # the reason of a keeper the user picked
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -260,21 +262,27 @@ class _Near:
 
     def _hashes_agree(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Either pHash within phash_distance, and the dHash of the same pictures (whole
-        or trimmed) within dhash_distance. A row lacking the whole picture's dHash has
-        its whole pHash checked with the trimmed dHash (the rule before it existed); a
-        row lacking both, with nothing but _UNVERIFIED_DISTANCE."""
+        or trimmed) within dhash_distance, both pictures having detail (_detailed). A
+        row lacking the whole picture's dHash has its whole pHash checked with the
+        trimmed dHash (the rule before it existed); a row lacking both, with nothing
+        but _UNVERIFIED_DISTANCE."""
         images = self.images
         bits = {name: _bits(images, name, a, b) for name in _HASHES}
         trimmed = images.verifiable[a] & images.verifiable[b]
+        trimmed &= _detailed(images.dhash[a]) & _detailed(images.dhash[b])
         whole = images.whole_verifiable[a] & images.whole_verifiable[b]
+        whole &= _detailed(images.dhash_whole[a]) & _detailed(images.dhash_whole[b])
         by_trimmed = trimmed & (bits["phash_trimmed"] <= self.phash_distance)
         by_trimmed &= bits["dhash"] <= self.dhash_distance
+        # Rows from before the whole dHash: their whole pHash checked with the trimmed one.
+        before = ~(images.whole_verifiable[a] & images.whole_verifiable[b]) & trimmed
         whole_check = np.where(whole, bits["dhash_whole"], bits["dhash"])
-        by_whole = (whole | trimmed) & (whole_check <= self.dhash_distance)
+        by_whole = (whole | before) & (whole_check <= self.dhash_distance)
         by_whole &= bits["phash"] <= self.phash_distance
-        unverified = ~(whole | trimmed) & (
-            bits["phash"] <= min(self.phash_distance, _UNVERIFIED_DISTANCE)
-        )
+        # Rows lacking the second hashes: pHash alone. A plain picture is not one of them.
+        bare = ~(images.verifiable[a] & images.verifiable[b])
+        bare &= ~(images.whole_verifiable[a] & images.whole_verifiable[b])
+        unverified = bare & (bits["phash"] <= min(self.phash_distance, _UNVERIFIED_DISTANCE))
         return by_trimmed | by_whole | unverified
 
     def explain(self, groups: list[np.ndarray]) -> list[tuple[float, list[Evidence]]]:
@@ -318,6 +326,15 @@ class _Near:
 
 
 _HASHES = ("phash", "phash_trimmed", "dhash", "dhash_whole")
+
+
+def _detailed(dhash: np.ndarray) -> np.ndarray:
+    """Whether each dHash comes from a picture with detail across it. A plain or smoothly
+    shaded picture (a clear sky, a blank page, a black frame) has a dHash of nearly all
+    0 or all 1 bits and a pHash of ties, the same as any other such picture's: its
+    hashes are no evidence of a copy (benchmarks/results/dedupe.md)."""
+    ones = np.bitwise_count(dhash)
+    return (ones >= _PLAIN_BITS) & (ones <= _HASH_BITS - _PLAIN_BITS)
 
 
 def _bits(images: _Images, name: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
