@@ -48,6 +48,7 @@ from photon_index.query.dedupe import (
     cosine_pairs,
     find_duplicates,
 )
+from photon_index.store.malloc import cap_arenas
 from photon_index.store.schema import SECOND_HASHES, image_schema
 from photon_index.store.table import ImageTable
 
@@ -692,6 +693,7 @@ def _synthetic_table(hashes: list[np.ndarray], db: Path) -> ImageTable:
 def scale_one(method: str, n: int) -> None:
     """One measurement in this process, printed as JSON (run in a child for its peak RSS).
     The table is written by another child first, so its making is not in the peak."""
+    cap_arenas()  # as Index.dedupe does
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "db"
         if method == "table":

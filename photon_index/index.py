@@ -148,7 +148,15 @@ class Index:
                     **({"address": address} if engine == "ray" else {}),
                 )
                 report = ingest.run(present)
-                report.rehashed = self._fill_hashes(table, loaded, progress)
+                try:
+                    report.rehashed = self._fill_hashes(table, loaded, progress)
+                except KeyboardInterrupt:
+                    raise Interrupted(
+                        f"interrupted while hashing older pictures for dedupe: the index "
+                        f"keeps its {table.count()} pictures; run `photon index` again to "
+                        "finish",
+                        report,
+                    ) from None
                 self._finish_run(table, report)
             except BaseException as e:
                 if isinstance(e, (Interrupted, KeyboardInterrupt)):
@@ -593,6 +601,8 @@ class Index:
         from photon_index.actions import Journal
         from photon_index.query.dedupe import find_duplicates
         from photon_index.query.dismissed import read_dismissed
+
+        cap_arenas()  # a million rows read by Lance's threads: 0.9 GB peak, not 1.0
 
         if Journal(self.db_path).unfinished():
             with write_lock(self.db_path):

@@ -350,6 +350,26 @@ def test_a_pool_of_processes_fills_them_alike_and_goes_with_ctrl_c(
         assert all(bytes(r[k]) == getattr(hashes, k) for r in mine for k in SECOND_HASHES)
 
 
+def test_ctrl_c_while_hashing_older_pictures_says_what_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from photon_index import Index
+    from photon_index.ingest import Interrupted
+    from photon_index.synthetic import write_pictures
+
+    write_pictures(tmp_path / "lib", 3, seed=1)
+    index = Index(tmp_path / "db")
+    index.update([tmp_path / "lib"], model=TINY)
+
+    def interrupted(*args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Index, "_fill_hashes", interrupted)
+    with pytest.raises(Interrupted, match=r"hashing older pictures .* keeps its 3 pictures"):
+        index.update([tmp_path / "lib"])
+    assert index.info().rows == 3
+
+
 def dies_on_coffee_3(row: dict, **kwargs) -> dict | None:
     """rehash._hashes, but the process hashing coffee-3.jpg dies as one killed for
     memory does."""
