@@ -424,20 +424,24 @@ def tiles() -> tuple[list[Image.Image], np.ndarray]:
     return cut, np.array(source)
 
 
-def _cross_photo_both(flags: list[bool], source: np.ndarray) -> np.ndarray:
-    """For each pair of tiles of different photos (_cross_photo_distances' order),
-    whether both tiles have the flag."""
-    values = np.array(flags, dtype=bool)
-    i, j = np.triu_indices(len(values), 1)
+def _cross_photo_pairs(source: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each pair (i, j), i < j, of tiles of different photos."""
+    i, j = np.triu_indices(len(source), 1)
     cross = source[i] != source[j]
-    return values[i[cross]] & values[j[cross]]
+    return i[cross], j[cross]
+
+
+def _cross_photo_both(flags: list[bool], source: np.ndarray) -> np.ndarray:
+    """For each pair of tiles of different photos, whether both tiles have the flag."""
+    values = np.array(flags, dtype=bool)
+    i, j = _cross_photo_pairs(source)
+    return values[i] & values[j]
 
 
 def _cross_photo_distances(hashes: list[int], source: np.ndarray) -> np.ndarray:
     values = np.array(hashes, dtype=np.uint64)
-    i, j = np.triu_indices(len(values), 1)
-    cross = source[i] != source[j]
-    return np.bitwise_count(values[i[cross]] ^ values[j[cross]])
+    i, j = _cross_photo_pairs(source)
+    return np.bitwise_count(values[i] ^ values[j])
 
 
 def edit_recall(measured: Measured) -> float:

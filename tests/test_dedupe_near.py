@@ -370,6 +370,33 @@ def test_ctrl_c_while_hashing_older_pictures_says_what_is_kept(
     assert index.info().rows == 3
 
 
+def test_a_failing_commit_keeps_what_was_committed_and_a_rerun_finishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from photon_index.errors import DatabaseError
+
+    table = old_table(tmp_path, SECOND_HASHES, copies=5)  # 20 rows, batches of 4
+    monkeypatch.setattr(rehash, "_BATCH", 4)
+    update = table.update_columns
+    commits = []
+
+    def disk_full_on_the_third(data):
+        commits.append(data)
+        if len(commits) == 3:
+            raise DatabaseError("cannot write the index: no space left on device")
+        update(data)
+
+    monkeypatch.setattr(table, "update_columns", disk_full_on_the_third)
+    with pytest.raises(DatabaseError, match="no space left"):
+        rehash.fill_hashes(table, max_pixels=10**8, draft=(224, 224), workers=2)
+    assert mp.active_children() == []
+    assert table.count_where(f"NOT ({rehash.LACKING})") == 8
+    assert table.count() == 20  # no row lost or doubled
+    monkeypatch.setattr(table, "update_columns", update)
+    assert rehash.fill_hashes(table, max_pixels=10**8, draft=(224, 224), workers=2) == 12
+    assert table.count_where(rehash.LACKING) == 0 and table.count() == 20
+
+
 def dies_on_coffee_3(row: dict, **kwargs) -> dict | None:
     """rehash._hashes, but the process hashing coffee-3.jpg dies as one killed for
     memory does."""
