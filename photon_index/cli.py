@@ -133,7 +133,10 @@ def index(
         f"in {report.elapsed:.1f} s ({report.images_per_second:.1f} images/s)"
     )
     if report.rehashed:
-        typer.echo(f"{report.rehashed} pictures indexed before were hashed again for dedupe")
+        typer.echo(
+            f"{report.rehashed} pictures indexed before were hashed again for dedupe "
+            f"in {report.rehash_elapsed:.1f} s"
+        )
 
 
 def _quiet_lance() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -149,7 +150,9 @@ class Index:
                 )
                 report = ingest.run(present)
                 try:
+                    started = time.monotonic()
                     report.rehashed = self._fill_hashes(table, loaded, progress)
+                    report.rehash_elapsed = round(time.monotonic() - started, 3)
                 except KeyboardInterrupt:
                     raise Interrupted(
                         f"interrupted while hashing older pictures for dedupe: the index "

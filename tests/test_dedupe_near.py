@@ -9,6 +9,7 @@ import io
 import json
 import multiprocessing as mp
 import os
+import re
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -445,7 +446,8 @@ def test_photon_index_fills_an_old_table_and_dedupe_shows_why(tmp_path: Path):
     members = [p for g in old["groups"] for p in [g["keep"], *g["duplicates"]]]
     assert not any("screenshot" in p for p in members)  # beyond the pHash alone
 
-    run_photon("index", photos, "--db", db)  # fills the hashes in, embeds nothing
+    result = run_photon("index", photos, "--db", db)  # fills the hashes in, embeds nothing
+    assert re.search(rf"{len(before)} pictures indexed before .* in \d+\.\d s", result.stdout)
     table = ImageTable.open(db)
     assert table.count_where(rehash.LACKING) == 0
     assert sorted(table.columns(kept).to_pylist(), key=lambda r: r["path"]) == before

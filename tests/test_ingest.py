@@ -4,6 +4,7 @@ drive is not mounted."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import shutil
@@ -193,6 +194,45 @@ def test_an_empty_or_missing_root_with_indexed_pictures_is_not_pruned(tmp_path: 
     drive.mkdir()
     run_photon("index", drive, "--db", db, "--model", TINY, "--forget-missing")
     assert Index(db).table().count() == 0
+
+
+def test_a_drive_mounted_inside_the_library_keeps_its_rows_when_unmounted(tmp_path: Path):
+    lib = tmp_path / "lib"
+    home = [p for p, _ in write_pictures(lib / "home", 12, seed=7)]
+    nas = [p for p, _ in write_pictures(lib / "nas" / "2020", 15, seed=8)]
+    inbox = [p for p, _ in write_pictures(lib / "inbox", 6, seed=9)]
+    db = tmp_path / "db"
+    run_photon("index", lib, "--db", db, "--model", TINY, "--batch-size", "4")
+    hidden = tmp_path / "unmounted"
+    (lib / "nas").rename(hidden)
+    (lib / "nas").mkdir()  # the share's empty mount point
+    sorted_ = lib / "home" / "sorted"  # the import folder emptied into the library ...
+    sorted_.mkdir()
+    for path in inbox[:4]:
+        path.rename(sorted_ / path.name)
+    for path in inbox[4:]:  # ... and two of its pictures deleted
+        path.unlink()
+
+    result = run_photon("index", lib, "--db", db, "--model", TINY)
+    assert f"{lib / 'nas'} is empty: its 15 indexed pictures are kept" in result.stderr
+    assert f"{lib / 'inbox'} is empty: its 2 indexed pictures are kept" in result.stderr
+    assert "4 removed" in result.stdout  # the moved pictures' old paths
+    assert set(stored(db)) >= {str(p) for p in nas}
+
+    (lib / "nas").rmdir()
+    hidden.rename(lib / "nas")  # mounted again: nothing to re-embed
+    result = run_photon("index", lib, "--db", db, "--model", TINY, "--json")
+    assert json.loads(result.stdout)["indexed"] == 0
+    now = home + nas + [sorted_ / p.name for p in inbox[:4]]
+    stale = [str(p) for p in inbox[4:]]
+    assert set(stored(db)) == {str(p) for p in now} | set(stale)
+
+    run_photon("index", lib, "--db", db, "--model", TINY, "--forget-missing")
+    assert_true_to_disk(db, now)
+    shutil.rmtree(lib / "nas")  # a folder deleted with its pictures leaves the index
+    result = run_photon("index", lib, "--db", db, "--model", TINY)
+    assert "15 removed" in result.stdout and "warning" not in result.stderr
+    assert_true_to_disk(db, home + [sorted_ / p.name for p in inbox[:4]])
 
 
 def test_a_file_above_the_size_limit_is_one_failure(tmp_path: Path):

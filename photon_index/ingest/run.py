@@ -57,6 +57,7 @@ class IndexReport:
     tagged: int = 0  # pictures given tags at the end of the run (README, "Tags")
     # older pictures given the dedupe hashes added since they were indexed (rehash.py)
     rehashed: int = 0
+    rehash_elapsed: float = 0.0  # seconds, not in elapsed: the indexing's own rate
     elapsed: float = 0.0
     images_per_second: float = 0.0  # embedded images per second of wall time
     device: str = ""
@@ -327,8 +328,38 @@ class Ingest:
                 and not f.startswith(keep)
             )
         ]
+        if not self.forget_missing:
+            gone = self._unless_unmounted(gone, roots, walk)
         self.table.delete_paths(gone)
         self.report.removed = len({file_of(p) for p in gone})  # files, as indexed counts
+
+    def _unless_unmounted(self, gone: list[str], roots: Sequence[Root], walk: _Walked) -> list[str]:
+        """The rows of gone, less those in an empty folder under a root: a drive or share
+        mounted inside the library and not mounted this time leaves its mount point
+        empty, and its rows are kept, as a missing root's are. A folder that is gone
+        itself is pruned with its pictures, and so is a picture whose bytes are indexed
+        under another path now (an import folder emptied into the library)."""
+        tops = {str(r) for r in roots if isinstance(r, Path)}
+        nearest = {
+            parent: _nearest_folder(parent, tops)
+            for parent in {os.path.dirname(file_of(p)) for p in gone}
+        }
+        empty = {f for f in set(nearest.values()) - tops if f is not None and _is_empty(f)}
+        if not empty:
+            return gone
+        rows = self.table.columns(["path", "content_hash"]).to_pydict()
+        hash_of = dict(zip(rows["path"], rows["content_hash"], strict=True))
+        elsewhere = {h for p, h in hash_of.items() if file_of(p) in walk.seen}
+        kept: dict[str, set[str]] = {}
+        for path in gone:
+            folder = nearest[os.path.dirname(file_of(path))]
+            if folder in empty and hash_of.get(path) not in elsewhere:
+                kept.setdefault(folder, set()).add(path)
+        for folder, paths in sorted(kept.items()):
+            files = len({file_of(p) for p in paths})  # a video's frames are one file
+            self.report.warnings.append(_kept(Path(folder), files, "is empty"))
+        keep = set().union(*kept.values())
+        return [p for p in gone if p not in keep]
 
     def _fail(self, path: str, error: str) -> None:
         self.report.failed += 1
@@ -360,6 +391,24 @@ class _Walked:
     seen: set[str] = field(default_factory=set)
     found: Counter[Root] = field(default_factory=Counter)
     unreadable: list[str] = field(default_factory=list)
+
+
+def _nearest_folder(folder: str, tops: set[str]) -> str | None:
+    """The nearest of folder and the folders above it that is there now, up to the root
+    it is under (None when it is under none: an s3:// key, a file root)."""
+    while folder != os.path.dirname(folder):
+        if folder in tops or os.path.isdir(folder):
+            return folder if any(_under(folder, t) for t in tops) else None
+        folder = os.path.dirname(folder)
+    return None
+
+
+def _is_empty(folder: str) -> bool:
+    try:
+        with os.scandir(folder) as entries:
+            return next(entries, None) is None
+    except OSError:
+        return False
 
 
 def _rows_under(table: ImageTable | None, roots: Sequence[Root]) -> Counter[Root]:
