@@ -35,6 +35,7 @@ from photon_index.store.ids import ImageIds
 from photon_index.store.location import Database, Remote, Storage, database, local_folder
 from photon_index.store.lock import write_lock
 from photon_index.store.malloc import cap_arenas
+from photon_index.store.mounts import record_mounts, unmounted
 from photon_index.store.roots import add_roots
 from photon_index.store.schema import RECORD_COLUMNS, ImageRecord, record_from_row
 from photon_index.store.table import ImageTable
@@ -144,6 +145,7 @@ class Index:
                     self.settings,
                     progress=progress,
                     forget_missing=forget_missing,
+                    unmounted=[] if forget_missing else unmounted(self.db_path),
                     thumbnails=thumbnails,
                     publish=published,
                     **({"address": address} if engine == "ray" else {}),
@@ -171,7 +173,9 @@ class Index:
                 raise
             published.end("finished")
             # For dedupe's --move-to check (store/roots.py), which moves local files only.
-            add_roots(self.db_path, [r for r in present if isinstance(r, Path)])
+            local = [r for r in present if isinstance(r, Path)]
+            add_roots(self.db_path, local)
+            record_mounts(self.db_path, local, forget_missing=forget_missing)
         report.warnings[:0] = warnings
         return report
 

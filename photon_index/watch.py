@@ -36,6 +36,7 @@ from photon_index.ingest import IndexReport, Ingest, Interrupted, check_roots
 from photon_index.ingest.run import start_pool
 from photon_index.store.lock import WriterBusy, write_lock
 from photon_index.store.malloc import cap_arenas
+from photon_index.store.mounts import record_mounts, unmounted
 from photon_index.store.roots import add_roots
 
 if TYPE_CHECKING:
@@ -316,6 +317,7 @@ class Watcher:
         if roots:  # whole roots: a missing or empty one keeps its rows, as in photon index
             reports.append(self._ingest(table, roots, forget_missing=False))
             add_roots(index.db_path, roots)
+            record_mounts(index.db_path, roots, forget_missing=False)
         if paths:  # under a present root: a path gone or emptied is gone
             reports.append(self._ingest(table, paths, forget_missing=True))
         report = _merged(reports)
@@ -332,6 +334,7 @@ class Watcher:
             self.settings,
             progress=False,
             forget_missing=forget_missing,
+            unmounted=unmounted(self.index.db_path),
             pool=self._warm_pool,
         )
         return ingest.run(scopes)

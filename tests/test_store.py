@@ -241,3 +241,36 @@ def test_an_s3_root_without_a_bucket_is_a_usage_error(root: str) -> None:
 
     with pytest.raises(UsageError, match="names no bucket"):
         check_roots([root], None, forget_missing=False)
+
+
+def test_mount_points_are_read_with_their_escapes(tmp_path: Path, monkeypatch):
+    from photon_index.store import mounts
+
+    info = tmp_path / "mountinfo"
+    info.write_bytes(
+        b"22 27 0:21 / /proc rw,relatime - proc proc rw\n"
+        b"45 27 0:40 / /media/My\\040Photos\\134old rw - tmpfs none rw\n"
+    )
+    monkeypatch.setattr(mounts, "MOUNTINFO", info)
+    assert mounts.mount_points() == {"/proc", "/media/My Photos\\old"}
+    monkeypatch.setattr(mounts, "MOUNTINFO", tmp_path / "none")
+    assert mounts.mount_points() is None
+
+
+def test_recorded_mounts_outlive_their_unmounting_until_forgotten(tmp_path: Path, monkeypatch):
+    from photon_index.store import mounts
+
+    now = {"/", "/lib/nas", "/lib/usb", "/other/disk"}
+    monkeypatch.setattr(mounts, "mount_points", lambda: set(now))
+    mounts.record_mounts(tmp_path, [Path("/lib")], forget_missing=False)
+    mounts.record_mounts(tmp_path, [Path("/other")], forget_missing=False)
+    assert mounts.read_mounts(tmp_path) == ["/lib/nas", "/lib/usb", "/other/disk"]
+    now -= {"/lib/nas", "/other/disk"}
+    assert mounts.unmounted(tmp_path) == ["/lib/nas", "/other/disk"]
+    mounts.record_mounts(tmp_path, [Path("/lib")], forget_missing=False)
+    assert sorted(mounts.read_mounts(tmp_path)) == ["/lib/nas", "/lib/usb", "/other/disk"]
+    mounts.record_mounts(tmp_path, [Path("/lib")], forget_missing=True)
+    assert sorted(mounts.read_mounts(tmp_path)) == ["/lib/usb", "/other/disk"]
+    (tmp_path / mounts.MOUNTS_FILE).write_text("{")
+    with pytest.raises(DatabaseError, match="move it away"):
+        mounts.read_mounts(tmp_path)

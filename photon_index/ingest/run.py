@@ -110,14 +110,16 @@ class Ingest:
         *,
         progress: bool,
         forget_missing: bool = False,
+        unmounted: Sequence[str] = (),
         thumbnails: bool = False,
         publish: ProgressFile | None = None,
         pool: Callable[[], EmbedPool] | None = None,
     ) -> None:
-        """progress: show a progress bar; thumbnails: cache the thumbnail of every
-        picture the model sees; publish: where the counts go as they grow; pool: where
-        the workers come from when the caller keeps them warm between runs (photon
-        watch), which then also closes them."""
+        """progress: show a progress bar; unmounted: mount points whose rows are kept
+        (store/mounts.py); thumbnails: cache the thumbnail of every picture the model
+        sees; publish: where the counts go as they grow; pool: where the workers come
+        from when the caller keeps them warm between runs (photon watch), which then
+        also closes them."""
         self.table = table
         self.model = model
         self.settings = settings.index
@@ -125,6 +127,7 @@ class Ingest:
         self.storage = Storage.from_settings(settings)  # for s3:// roots
         self.progress = progress
         self.forget_missing = forget_missing
+        self.unmounted = unmounted
         self.thumbnails = thumbnails
         self.publish = publish
         self.report = IndexReport()
@@ -328,36 +331,21 @@ class Ingest:
                 and not f.startswith(keep)
             )
         ]
-        if not self.forget_missing:
-            gone = self._unless_unmounted(gone, roots, walk)
+        gone = self._unless_unmounted(gone)
         self.table.delete_paths(gone)
         self.report.removed = len({file_of(p) for p in gone})  # files, as indexed counts
 
-    def _unless_unmounted(self, gone: list[str], roots: Sequence[Root], walk: _Walked) -> list[str]:
-        """The rows of gone, less those in an empty folder under a root: a drive or share
-        mounted inside the library and not mounted this time leaves its mount point
-        empty, and its rows are kept, as a missing root's are. A folder that is gone
-        itself is pruned with its pictures, and so is a picture whose bytes are indexed
-        under another path now (an import folder emptied into the library)."""
-        tops = {str(r) for r in roots if isinstance(r, Path)}
-        nearest = {
-            parent: _nearest_folder(parent, tops)
-            for parent in {os.path.dirname(file_of(p)) for p in gone}
-        }
-        empty = {f for f in set(nearest.values()) - tops if f is not None and _is_empty(f)}
-        if not empty:
-            return gone
-        rows = self.table.columns(["path", "content_hash"]).to_pydict()
-        hash_of = dict(zip(rows["path"], rows["content_hash"], strict=True))
-        elsewhere = {h for p, h in hash_of.items() if file_of(p) in walk.seen}
+    def _unless_unmounted(self, gone: list[str]) -> list[str]:
+        """The rows of gone, less those under a drive or share mounted in the library
+        that is not mounted now (store/mounts.py), with a warning for each."""
         kept: dict[str, set[str]] = {}
         for path in gone:
-            folder = nearest[os.path.dirname(file_of(path))]
-            if folder in empty and hash_of.get(path) not in elsewhere:
-                kept.setdefault(folder, set()).add(path)
-        for folder, paths in sorted(kept.items()):
+            mount = next((m for m in self.unmounted if _under(file_of(path), m)), None)
+            if mount is not None:
+                kept.setdefault(mount, set()).add(path)
+        for mount, paths in sorted(kept.items()):
             files = len({file_of(p) for p in paths})  # a video's frames are one file
-            self.report.warnings.append(_kept(Path(folder), files, "is empty"))
+            self.report.warnings.append(_kept(Path(mount), files, "is not mounted"))
         keep = set().union(*kept.values())
         return [p for p in gone if p not in keep]
 
@@ -391,24 +379,6 @@ class _Walked:
     seen: set[str] = field(default_factory=set)
     found: Counter[Root] = field(default_factory=Counter)
     unreadable: list[str] = field(default_factory=list)
-
-
-def _nearest_folder(folder: str, tops: set[str]) -> str | None:
-    """The nearest of folder and the folders above it that is there now, up to the root
-    it is under (None when it is under none: an s3:// key, a file root)."""
-    while folder != os.path.dirname(folder):
-        if folder in tops or os.path.isdir(folder):
-            return folder if any(_under(folder, t) for t in tops) else None
-        folder = os.path.dirname(folder)
-    return None
-
-
-def _is_empty(folder: str) -> bool:
-    try:
-        with os.scandir(folder) as entries:
-            return next(entries, None) is None
-    except OSError:
-        return False
 
 
 def _rows_under(table: ImageTable | None, roots: Sequence[Root]) -> Counter[Root]:
