@@ -437,7 +437,10 @@ def _print_undo(report: Any, as_json: bool) -> None:
     typer.echo(
         f"batch {report.batch} ({report.kind}): {len(report.restored)} put back, "
         f"{len(report.failed)} not"
+        + ("; run `photon dedupe --undo` again to retry them" if report.retry else "")
     )
+    if report.failed:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -5,6 +5,7 @@ stateful randomized test plays a user's life against all of it."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ from conftest import TINY, run_photon
 from test_dedupe import ANY, BASE, away, put
 
 from photon_index import Index
-from photon_index.actions import Action, Journal, act, apply, finish_interrupted, undo_last
+from photon_index.actions import Action, Journal, act, apply, finish_interrupted, undo, undo_last
 from photon_index.actions.destination import target_for
 from photon_index.config import Settings
 from photon_index.errors import DatabaseError, UsageError
@@ -471,6 +472,52 @@ def test_trash_is_the_default_and_undone(tmp_path: Path, table: ImageTable, tras
     assert files_under(tmp_path / "lib") == before
     assert files_under(trash_home / "files") == {} and files_under(trash_home / "info") == {}
     assert sorted(table.paths()) == sorted(before)
+
+
+def test_an_undo_that_could_not_put_everything_back_can_be_run_again(
+    tmp_path: Path, table: ImageTable, monkeypatch: pytest.MonkeyPatch
+):
+    exact_library(tmp_path / "lib", table, copies=20)  # 60 copies
+    before, rows = files_under(tmp_path / "lib"), table.columns(["path", "embedding"])
+    run(table, "move", tmp_path / "dest")
+    (tmp_path / "dest").rename(tmp_path / "away")  # the destination's drive not mounted
+    undone = undo_last(Journal(table.db_path), table)
+    assert undone.restored == [] and len(undone.failed) == 60 and undone.retry
+    assert "not mounted" in undone.failed[0][1]
+
+    (tmp_path / "away").rename(tmp_path / "dest")
+    real_move, calls = undo.move_file, []
+
+    def disk_full_after_25(source: Path, target: Path) -> None:
+        calls.append(source)
+        if len(calls) > 25:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_move(source, target)
+
+    monkeypatch.setattr(undo, "move_file", disk_full_after_25)
+    undone = undo_last(Journal(table.db_path), table)
+    assert len(undone.restored) == 25 and len(undone.failed) == 35 and undone.retry
+    monkeypatch.setattr(undo, "move_file", real_move)
+    undone = undo_last(Journal(table.db_path), table)  # only the 35 left
+    assert len(undone.restored) == 35 and undone.failed == [] and not undone.retry
+    assert files_under(tmp_path / "lib") == before
+    after = table.columns(["path", "embedding"])
+    assert sorted(after.to_pylist(), key=str) == sorted(rows.to_pylist(), key=str)
+    with pytest.raises(UsageError, match="nothing to undo"):
+        undo_last(Journal(table.db_path), table)
+
+
+def test_an_undo_goes_past_a_copy_deleted_by_hand(tmp_path: Path, table: ImageTable):
+    exact_library(tmp_path / "lib", table, copies=2, pictures=1)
+    first = run(table, "move", tmp_path / "first").moved
+    table.upsert(
+        [put(tmp_path / "lib2", "x.jpg", b"x", DAY), put(tmp_path / "lib3", "x.jpg", b"x", DAY)]
+    )
+    ((_, target),) = run(table, "move", tmp_path / "second").moved
+    os.unlink(target)  # the user emptied the folder of copies: that one is gone for good
+    undone = undo_last(Journal(table.db_path), table)
+    assert undone.restored == [] and "no longer at" in undone.failed[0][1] and not undone.retry
+    assert len(undo_last(Journal(table.db_path), table).restored) == len(first) == 2
 
 
 def test_a_permanent_delete_cannot_be_undone_and_undo_goes_on(tmp_path: Path, table: ImageTable):

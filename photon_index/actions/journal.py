@@ -3,8 +3,10 @@
 A batch is one `photon dedupe --move-to/--delete` run. Before a file is touched, an
 `intent` line naming it, where it goes and the table rows it takes with it is written
 and fsynced; once it has gone, a `done` line says where it now lies (a trashed file's
-place is only known afterwards). `end` says the table is in step with the files, and
-`undone` that `photon dedupe --undo` has put the batch back. A batch without `end` was
+place is only known afterwards). `end` says the table is in step with the files,
+`returned` that `photon dedupe --undo` has put one file back, and `undone` that it is
+done with the batch (a file it could not put back for a reason that may pass, a drive
+not mounted or a full disk, keeps the batch open for the next --undo). A batch without `end` was
 interrupted (kill -9, power loss): the next action finishes or rolls it back first
 (photon_index.actions.recover). The rows are stored whole, embedding included, so an
 undo puts them back without re-indexing.
@@ -40,7 +42,7 @@ class Entry:
     source: str
     target: str | None  # move: where it goes
     rows: list[ImageRow]  # the table rows that leave with it
-    status: str | None = None  # "done" | "failed" | None: unknown (interrupted)
+    status: str | None = None  # "done" | "failed" | "returned" (undone) | None: unknown
     where: str | None = None  # done: where the file lies now (moved to, or in the trash)
     info: str | None = None  # trashed: its .trashinfo file
 
@@ -89,6 +91,10 @@ class Batch:
     def failed(self, entry: Entry, why: str) -> None:
         entry.status = "failed"
         self.pending.append({"type": "failed", "n": entry.n, "why": why})
+
+    def returned(self, entry: Entry) -> None:
+        entry.status = "returned"
+        self.pending.append({"type": "returned", "n": entry.n})
 
     def flush(self) -> None:
         if self.pending:
@@ -169,6 +175,8 @@ def _read(path: Path) -> Batch | None:
             entry = by_number[record["n"]]
             entry.status = kind
             entry.where, entry.info = record.get("where"), record.get("info")
+        elif kind == "returned" and record["n"] in by_number:
+            by_number[record["n"]].status = "returned"
         elif kind == "end":
             batch.ended = True
         elif kind == "undone":

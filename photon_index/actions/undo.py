@@ -4,7 +4,9 @@ Moved files go back from the destination and trashed ones from the trash (found 
 their .trashinfo on Linux; on macOS and Windows they are restored from the system
 trash by hand). Their rows, saved in the journal, return to the table without
 re-indexing. A file is never put back over one that took its place. Permanent
-deletions cannot be undone. Running it again undoes the batch before.
+deletions cannot be undone. A file that could not be put back for a reason that may
+pass (the destination's drive not mounted, a full disk) keeps the batch open: running
+it again retries those files. Otherwise running it again undoes the batch before.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from photon_index.actions.journal import Batch, Entry, Journal
 from photon_index.actions.recover import restore_rows
 from photon_index.actions.trash import FREEDESKTOP, Trashed, locate, restore
 from photon_index.errors import UsageError
-from photon_index.store.schema import ImageRow
 from photon_index.store.table import ImageTable
 
 
@@ -28,6 +29,7 @@ class UndoReport:
     kind: str  # "move" | "trash"
     restored: list[tuple[str, str]]  # (from, back to)
     failed: list[tuple[str, str]]  # (path, why it was not put back)
+    retry: bool = False  # some may be put back by running it again
 
 
 def undo_last(journal: Journal, table: ImageTable) -> UndoReport:
@@ -43,25 +45,36 @@ def undo_last(journal: Journal, table: ImageTable) -> UndoReport:
         )
     restored: list[tuple[str, str]] = []
     failed: list[tuple[str, str]] = []
-    rows: list[ImageRow] = []
+    back: list[Entry] = []
+    retry = False
     for entry in reversed([e for e in batch.entries if e.status == "done"]):
         try:
             origin = _put_back(batch, entry)
         except OSError as e:
-            failed.append((entry.source, e.strerror or str(e)))
+            failed.append((entry.source, f"{e.strerror or e}: fix that and undo again"))
+            retry = True
             continue
         except _NotBack as e:
             failed.append((entry.source, str(e)))
+            retry |= e.retry
             continue
         restored.append((origin, entry.source))
-        rows += entry.rows
-    restore_rows(table, rows)
-    batch.mark_undone()
-    return UndoReport(batch.name, batch.kind, restored[::-1], failed[::-1])
+        back.append(entry)
+    restore_rows(table, [row for entry in back for row in entry.rows])
+    for entry in back:
+        batch.returned(entry)
+    batch.flush()
+    if not retry:
+        batch.mark_undone()
+    return UndoReport(batch.name, batch.kind, restored[::-1], failed[::-1], retry)
 
 
 class _NotBack(Exception):
-    """Why one file cannot be put back."""
+    """Why one file cannot be put back; retry: it may be, by a later --undo."""
+
+    def __init__(self, why: str, *, retry: bool = False) -> None:
+        super().__init__(why)
+        self.retry = retry
 
 
 def _put_back(batch: Batch, entry: Entry) -> str:
@@ -74,6 +87,12 @@ def _put_back(batch: Batch, entry: Entry) -> str:
             if not os.path.lexists(target):
                 return entry.target  # put back already, by an undo that was interrupted
             raise _NotBack(f"another file is at its place now; the copy stays at {target}")
+        if not os.path.isdir(target.parent):
+            raise _NotBack(
+                f"its folder {target.parent} is not there (a drive not mounted?): "
+                "bring it back and undo again",
+                retry=True,
+            )
         if not os.path.lexists(target):
             raise _NotBack(f"it is no longer at {target}")
         move_file(target, source)
