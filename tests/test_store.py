@@ -274,3 +274,18 @@ def test_recorded_mounts_outlive_their_unmounting_until_forgotten(tmp_path: Path
     (tmp_path / mounts.MOUNTS_FILE).write_text("{")
     with pytest.raises(DatabaseError, match="move it away"):
         mounts.read_mounts(tmp_path)
+
+
+@pytest.mark.parametrize("gone", ["deleted", "moved"])
+def test_a_table_deleted_or_moved_meanwhile_is_not_written_again(tmp_path: Path, gone: str):
+    table = ImageTable.create(tmp_path / "db", dim=8, model="m", model_ref="/models/m")
+    table.add([row("/a.jpg")])
+    if gone == "deleted":
+        shutil.rmtree(tmp_path / "db")
+    else:
+        (tmp_path / "db").rename(tmp_path / "elsewhere")
+    with pytest.raises(DatabaseError, match="deleted or moved while photon was using it"):
+        table.add([row("/b.jpg", "h2")])
+    with pytest.raises(DatabaseError, match="deleted or moved"):
+        table.delete_paths(["/a.jpg"])
+    assert not (tmp_path / "db").exists()

@@ -207,7 +207,14 @@ class ImageTable:
     @contextmanager
     def _writing(self, what: str) -> Iterator[None]:
         """A write that failed in the engine (disk full, read-only files) is one
-        DatabaseError; the table keeps its last committed version, which stays readable."""
+        DatabaseError; the table keeps its last committed version, which stays readable.
+        A table whose folder was deleted or moved away meanwhile is not written: the
+        engine would start a new one whose first version lists the old one's files."""
+        if not isinstance(self.db, Remote) and not Path(self.uri, "_versions").is_dir():
+            raise DatabaseError(
+                f"{self.db} was deleted or moved while photon was using it: nothing more "
+                f"is written; run the command again (a new index is made if it is gone)"
+            )
         try:
             yield
         except _ENGINE_ERRORS as e:
