@@ -146,6 +146,12 @@ class Watcher:
 
         if not self.roots:
             raise UsageError("name at least one folder to watch")
+        for root in self.roots:
+            if not is_utf8(str(root)):
+                raise UsageError(
+                    f"{display(root)}: its name is not UTF-8, and the file watcher takes "
+                    "UTF-8 names only; rename it, or index it with `photon index`"
+                )
         _watchfiles()
         table = self.index.table()
         present, _warnings = check_roots(self.roots, table, forget_missing=False)

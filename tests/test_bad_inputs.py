@@ -173,6 +173,12 @@ CASES: dict[str, Case] = {
     # long texts: not errors
     "search-300-bytes": case(*SEARCH, LONG_ENGLISH, code=0),
     "search-96-japanese": case(*SEARCH, LONG_JAPANESE, code=0),
+    # text from a terminal that is not UTF-8 (Latin-1 "café")
+    "search-latin-1": case(*SEARCH, os.fsdecode(b"caf\xe9"), code=2),
+    "search-add-latin-1": case(*SEARCH, "x", "--add", os.fsdecode(b"caf\xe9"), code=2),
+    "watch-latin-1-folder": case(
+        "watch", "{pictures}/" + os.fsdecode(b"caf\xe9"), "--db", "{db}", code=2
+    ),
     # extreme dates
     "after-year-1": case(*SEARCH, "x", "--after", "0001-01-01", code=0),
     "before-year-9999": case(*SEARCH, "x", "--before", "9999-12-31", code=0),

@@ -13,12 +13,25 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from photon_index.discover import is_utf8
+from photon_index.errors import UsageError
+
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
 def canonicalize(text: str) -> str:
     """Lowercase, drop punctuation, collapse whitespace (SigLIP's text canonicalisation)."""
     return re.sub(r"\s+", " ", text.lower().translate(_PUNCTUATION)).strip()
+
+
+def _check_text(text: str) -> None:
+    """Text from a terminal that is not UTF-8 reaches Python with its bytes as lone
+    surrogates, which no tokenizer takes."""
+    if not is_utf8(text):
+        shown = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        raise UsageError(
+            f"the text '{shown}' is not UTF-8: set your terminal to UTF-8 and type it again"
+        )
 
 
 class TextTokenizer:
@@ -37,6 +50,7 @@ class TextTokenizer:
         """int64 ids of shape [N, length]."""
         ids = np.full((len(texts), self.length), self.pad_id, dtype=np.int64)
         for row, text in enumerate(texts):
+            _check_text(text)
             tokens = self._tokenizer.encode(canonicalize(text), add_special_tokens=False).ids
             tokens = [*tokens[: self.length - 1], self.eos_id]
             ids[row, : len(tokens)] = tokens
