@@ -110,6 +110,7 @@ def index(
         exclude=[*settings.index.exclude, *(exclude or [])],
     )
     progress = not as_json and sys.stderr.isatty()
+    _stop_on_sigterm()
     report = Index(db, settings=settings).update(
         paths,
         model=model,
@@ -139,6 +140,14 @@ def index(
         )
 
 
+def _stop_on_sigterm() -> None:
+    """A service manager or `kill` stops a run with SIGTERM: the same clean stop as
+    Ctrl-C (workers stopped, what is done committed, exit 130)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def _quiet_lance() -> None:
     """Lance warns of every empty IVF partition each time a batch adds rows to the
     vector index: dozens of lines per batch of a long watch. Read when lance is first
@@ -164,8 +173,6 @@ def watch(
 ) -> None:
     """Index PATHS, then keep the index in step with them as files come, change, move
     and go, until Ctrl-C."""
-    import signal
-
     _quiet_lance()
     from photon_index.index import Index
     from photon_index.watch import WatchEvent
@@ -182,8 +189,7 @@ def watch(
         for line in event.lines():
             typer.echo(line, err=line.startswith(("warning:", "failed:")))
 
-    # A service manager stops it with SIGTERM: the same clean stop as Ctrl-C.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    _stop_on_sigterm()
     report = Index(db, settings=settings).watch(paths, model=model, on_event=show)
     if as_json:
         typer.echo(_json({"kind": "stopped", "report": report}))

@@ -139,7 +139,8 @@ def test_a_failing_commit_writes_nothing_twice_and_stops_the_workers(
     assert_true_to_disk(db, pictures(lib))
 
 
-def test_ctrl_c_prints_one_line_exits_130_and_keeps_commits(tmp_path: Path, lib: Path):
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_ctrl_c_prints_one_line_exits_130_and_keeps_commits(tmp_path: Path, lib: Path, stop: str):
     db = tmp_path / "db"
     command = [sys.executable, "-m", "photon_index", "index", str(lib), "--db", str(db)]
     command += ["--model", TINY, "--batch-size", "4"]
@@ -152,7 +153,10 @@ def test_ctrl_c_prints_one_line_exits_130_and_keeps_commits(tmp_path: Path, lib:
     while not (db.exists() and (Index(db).table() or None) and Index(db).table().count() >= 20):
         assert child.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
-    os.killpg(child.pid, signal.SIGINT)
+    if stop == "ctrl-c":
+        os.killpg(child.pid, signal.SIGINT)
+    else:  # `kill PID`, `docker stop`: the main process alone
+        child.send_signal(signal.SIGTERM)
     _, err = child.communicate(timeout=60)
     assert child.returncode == 130, err
     lines = err.strip().splitlines()
