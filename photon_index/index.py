@@ -7,6 +7,7 @@ groups, each built once under a lock, while every call reads the table's latest 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import threading
@@ -36,7 +37,7 @@ from photon_index.store.location import Database, Remote, Storage, database, loc
 from photon_index.store.lock import write_lock
 from photon_index.store.malloc import cap_arenas
 from photon_index.store.mounts import record_mounts, unmounted
-from photon_index.store.roots import add_roots
+from photon_index.store.roots import add_roots, as_recorded
 from photon_index.store.schema import RECORD_COLUMNS, ImageRecord, record_from_row
 from photon_index.store.table import ImageTable
 from photon_index.thumbnails import DEFAULT_SIZE
@@ -397,7 +398,7 @@ class Index:
         clients' texts never open its files."""
         from photon_index.query.search import Filters, parse_terms
 
-        filters = filters or Filters()
+        filters = self._spelled(filters or Filters())
         table = self._existing_table()
         among = self._tagged_rows(table, filters.tags) if filters.tags else None
         if among is not None and not (query or add or sub or pictures):
@@ -413,7 +414,7 @@ class Index:
         by cosine: e.g. one from embed_texts(), or a mix of several."""
         from photon_index.query.search import Filters
 
-        filters = filters or Filters()
+        filters = self._spelled(filters or Filters())
         table = self._existing_table()
         among = self._tagged_rows(table, filters.tags)[0] if filters.tags else None
         return self._searcher(table).by_vector(vector, filters, self._limit(limit), among=among)
@@ -428,11 +429,18 @@ class Index:
         row = self._row(table, image_id, ["path", "embedding"])
         searcher = self._searcher(table)
         vector = np.asarray(row["embedding"], dtype=np.float32)
-        filters = filters or Filters()
+        filters = self._spelled(filters or Filters())
         among = self._tagged_rows(table, filters.tags)[0] if filters.tags else None
         return searcher.by_vector(
             vector, filters, self._limit(limit), exclude=row["path"], among=among
         )
+
+    def _spelled(self, filters: Filters) -> Filters:
+        """--in as the index spells the folder (store/roots.py: as_recorded)."""
+        if filters.under is None:
+            return filters
+        under = Path(os.path.abspath(filters.under.expanduser()))
+        return dataclasses.replace(filters, under=as_recorded(under, self.db_path))
 
     def embed_texts(self, texts: Sequence[str], *, batch_size: int | None = None) -> Embeddings:
         """Texts as unit vectors in the index's space: its model's, or the configured

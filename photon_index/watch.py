@@ -37,7 +37,7 @@ from photon_index.ingest.run import start_pool
 from photon_index.store.lock import WriterBusy, write_lock
 from photon_index.store.malloc import cap_arenas
 from photon_index.store.mounts import record_mounts, unmounted
-from photon_index.store.roots import add_roots
+from photon_index.store.roots import add_roots, as_recorded
 
 if TYPE_CHECKING:
     from photon_index.embed.workers import EmbedPool
@@ -153,6 +153,8 @@ class Watcher:
                     "UTF-8 names only; rename it, or index it with `photon index`"
                 )
         _watchfiles()
+        # Another spelling of an indexed folder (a symlink) watches it under its own.
+        self.roots = list(dict.fromkeys(as_recorded(r, self.index.db_path) for r in self.roots))
         table = self.index.table()
         present, _warnings = check_roots(self.roots, table, forget_missing=False)
         loaded = self.index.load_model(self.model_ref)

@@ -374,3 +374,19 @@ def test_a_changed_file_that_fails_loses_its_old_row(tmp_path: Path, lib: Path):
     report = Index(db, settings=small_commits()).update([lib], model=TINY)
     assert report.failed == 2
     assert set(stored(db)) == {str(p) for p in pictures(lib)} - {str(broken), str(emptied)}
+
+
+def test_one_library_under_two_spellings_is_indexed_once(tmp_path: Path):
+    real = tmp_path / "var" / "home" / "Pictures"
+    files = [p for p, _ in write_pictures(real / "2023", 12, seed=14)]
+    (tmp_path / "home").symlink_to(tmp_path / "var" / "home")  # Fedora Atomic's /home
+    db = tmp_path / "db"
+    run_photon("index", real, "--db", db, "--model", TINY)
+    for spelling in (tmp_path / "home" / "Pictures", tmp_path / "home" / "Pictures" / "2023"):
+        result = run_photon("index", spelling, "--db", db, "--model", TINY, "--json")
+        assert json.loads(result.stdout)["skipped"] == 12
+    assert_true_to_disk(db, files)
+    under = tmp_path / "home" / "Pictures" / "2023"
+    hits = run_photon("search", "a circle", "--in", under, "--db", db, "--json").stdout
+    assert {h["path"] for h in json.loads(hits)["hits"]} <= {str(p) for p in files}
+    assert json.loads(hits)["hits"]

@@ -29,6 +29,7 @@ from photon_index.ingest.writer import Writer
 from photon_index.models import ModelFiles
 from photon_index.sources import list_objects, prefix_exists, source_hash, vanished
 from photon_index.store.location import Storage, is_remote
+from photon_index.store.roots import as_recorded
 from photon_index.store.table import ImageTable
 
 # A folder or file, or an s3:// prefix or object (sources.py).
@@ -79,9 +80,9 @@ def check_roots(
     nameless = [str(r) for r in roots if is_remote(r) and not urlparse(str(r)).netloc]
     if nameless:
         raise UsageError(f"{nameless[0]} names no bucket: use s3://BUCKET/PREFIX")
+    db_path = table.db_path if table is not None else None
     absolute = [
-        str(r).rstrip("/") if is_remote(r) else Path(os.path.abspath(Path(r).expanduser()))
-        for r in roots
+        str(r).rstrip("/") if is_remote(r) else _local_root(Path(r), db_path) for r in roots
     ]
     present = [
         r
@@ -379,6 +380,11 @@ class _Walked:
     seen: set[str] = field(default_factory=set)
     found: Counter[Root] = field(default_factory=Counter)
     unreadable: list[str] = field(default_factory=list)
+
+
+def _local_root(root: Path, db_path: Path | None) -> Path:
+    absolute = Path(os.path.abspath(root.expanduser()))
+    return absolute if db_path is None else as_recorded(absolute, db_path)
 
 
 def _rows_under(table: ImageTable | None, roots: Sequence[Root]) -> Counter[Root]:

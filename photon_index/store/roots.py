@@ -10,6 +10,7 @@ file here; its roots are added by its next index run.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -44,3 +45,23 @@ def add_roots(db_path: Path, roots: Iterable[Path]) -> None:
     if not new:
         return
     write_json_record(db_path / ROOTS_FILE, {"roots": [str(r) for r in [*known, *new]]})
+
+
+def as_recorded(path: Path, db_path: Path) -> Path:
+    """path as the index spells it: a folder reached through another spelling of a
+    recorded root (a symlink to it, or the folder a symlinked root points to) is
+    rewritten under that root, so one library is not indexed twice under two names
+    (Fedora Atomic's /home is a link to /var/home). path is absolute."""
+    recorded = read_roots(db_path)
+    if any(_under(path, root) for root in recorded):
+        return path
+    real = Path(os.path.realpath(path))
+    for root in recorded:
+        target = Path(os.path.realpath(root))
+        if _under(real, target):
+            return root / real.relative_to(target)
+    return path
+
+
+def _under(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
