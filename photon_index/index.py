@@ -176,7 +176,7 @@ class Index:
             # For dedupe's --move-to check (store/roots.py), which moves local files only.
             local = [r for r in present if isinstance(r, Path)]
             add_roots(self.db_path, local)
-            record_mounts(self.db_path, local, forget_missing=forget_missing)
+            record_mounts(self.db_path, table.paths(), local, forget_missing=forget_missing)
         report.warnings[:0] = warnings
         return report
 

@@ -325,7 +325,7 @@ class Watcher:
         if roots:  # whole roots: a missing or empty one keeps its rows, as in photon index
             reports.append(self._ingest(table, roots, forget_missing=False))
             add_roots(index.db_path, roots)
-            record_mounts(index.db_path, roots, forget_missing=False)
+            record_mounts(index.db_path, table.paths(), roots, forget_missing=False)
         if paths:  # under a present root: a path gone or emptied is gone
             reports.append(self._ingest(table, paths, forget_missing=True))
         report = _merged(reports)

@@ -390,3 +390,56 @@ def test_one_library_under_two_spellings_is_indexed_once(tmp_path: Path):
     hits = run_photon("search", "a circle", "--in", under, "--db", db, "--json").stdout
     assert {h["path"] for h in json.loads(hits)["hits"]} <= {str(p) for p in files}
     assert json.loads(hits)["hits"]
+
+
+@pytest.mark.parametrize("reached", ["root-is-a-link", "link-inside-the-root", "indexed-inside"])
+def test_a_share_reached_another_way_keeps_its_rows_when_unmounted(
+    tmp_path: Path, mount: Callable[[Path], None], reached: str
+):
+    real = tmp_path / "real"
+    home = [p for p, _ in write_pictures(real / "home", 5, seed=15)]
+    share = tmp_path / "mnt" / "nas" if reached == "link-inside-the-root" else real / "nas"
+    mount(share)
+    nas = [p for p, _ in write_pictures(share / "2024", 6, seed=16)]
+    lib = real
+    if reached == "root-is-a-link":
+        lib = tmp_path / "lib"
+        lib.symlink_to(real)
+    elif reached == "link-inside-the-root":
+        (real / "nas").symlink_to(share)
+    db = tmp_path / "db"
+    first = share / "2024" if reached == "indexed-inside" else lib
+    run_photon("index", first, "--db", db, "--model", TINY)
+    run_photon("index", lib, "--db", db, "--model", TINY)
+    rows = stored(db)
+    assert len(rows) == len(home) + len(nas)
+    umount(share)
+    result = run_photon("index", lib, "--db", db, "--model", TINY)
+    assert f"{share} is not mounted: its 6 indexed pictures are kept" in result.stderr
+    assert "0 removed" in result.stdout and stored(db) == rows
+
+
+def test_undo_waits_for_the_share_the_copies_came_from(
+    tmp_path: Path, mount: Callable[[Path], None]
+):
+    lib = tmp_path / "lib"
+    mount(lib / "nas")
+    files = [p for p, _ in write_pictures(lib / "nas", 4, seed=17)]
+    for path in files:  # each picture twice on the share
+        shutil.copy2(path, path.with_name("copy-" + path.name))
+    db = tmp_path / "db"
+    run_photon("index", lib, "--db", db, "--model", TINY)
+    run_photon("dedupe", "--db", db, "--move-to", tmp_path / "dupes")
+    saved = tmp_path / "saved"
+    shutil.copytree(lib / "nas", saved, copy_function=shutil.copy2)
+    umount(lib / "nas")
+
+    result = run_photon("dedupe", "--db", db, "--undo", check=False)
+    assert result.returncode == 1 and "not mounted" in result.stderr
+    assert "0 put back, 4 not" in result.stdout and not any((lib / "nas").iterdir())
+
+    mount(lib / "nas")
+    shutil.copytree(saved, lib / "nas", dirs_exist_ok=True, copy_function=shutil.copy2)
+    result = run_photon("dedupe", "--db", db, "--undo")
+    assert "4 put back, 0 not" in result.stdout
+    assert len(list((lib / "nas").iterdir())) == 8 and len(stored(db)) == 8

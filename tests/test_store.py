@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -257,23 +258,37 @@ def test_mount_points_are_read_with_their_escapes(tmp_path: Path, monkeypatch):
     assert mounts.mount_points() is None
 
 
-def test_recorded_mounts_outlive_their_unmounting_until_forgotten(tmp_path: Path, monkeypatch):
+def test_the_mounts_holding_pictures_are_recorded_until_forgotten(tmp_path: Path, monkeypatch):
     from photon_index.store import mounts
 
-    now = {"/", "/lib/nas", "/lib/usb", "/other/disk"}
+    lib = tmp_path / "lib"
+    (lib / "nas" / "2020").mkdir(parents=True)
+    (tmp_path / "usb").mkdir()
+    (lib / "usb").symlink_to(tmp_path / "usb")  # a share linked into the library
+    now = {"/", str(tmp_path), str(lib / "nas"), str(tmp_path / "usb"), "/unrelated"}
     monkeypatch.setattr(mounts, "mount_points", lambda: set(now))
-    mounts.record_mounts(tmp_path, [Path("/lib")], forget_missing=False)
-    mounts.record_mounts(tmp_path, [Path("/other")], forget_missing=False)
-    assert mounts.read_mounts(tmp_path) == ["/lib/nas", "/lib/usb", "/other/disk"]
-    now -= {"/lib/nas", "/other/disk"}
-    assert mounts.unmounted(tmp_path) == ["/lib/nas", "/other/disk"]
-    mounts.record_mounts(tmp_path, [Path("/lib")], forget_missing=False)
-    assert sorted(mounts.read_mounts(tmp_path)) == ["/lib/nas", "/lib/usb", "/other/disk"]
-    mounts.record_mounts(tmp_path, [Path("/lib")], forget_missing=True)
-    assert sorted(mounts.read_mounts(tmp_path)) == ["/lib/usb", "/other/disk"]
-    (tmp_path / mounts.MOUNTS_FILE).write_text("{")
-    with pytest.raises(DatabaseError, match="move it away"):
-        mounts.read_mounts(tmp_path)
+    paths = [str(lib / "nas" / "2020" / "a.jpg"), str(lib / "usb" / "b.jpg"), "s3://b/c.jpg"]
+    mounts.record_mounts(tmp_path, paths, [lib], forget_missing=False)
+    assert sorted(mounts.read_mounts(tmp_path)) == [str(lib / "nas"), str(tmp_path / "usb")]
+
+    now -= {str(lib / "nas"), str(tmp_path / "usb")}
+    assert sorted(mounts.unmounted(tmp_path)) == [str(lib / "nas"), str(tmp_path / "usb")]
+    mounts.record_mounts(tmp_path, paths, [lib], forget_missing=False)
+    # Kept while away; the files' folders now lie on the disk below (recorded, harmless).
+    assert set(mounts.read_mounts(tmp_path)) == {
+        str(lib / "nas"),
+        str(tmp_path / "usb"),
+        str(tmp_path),
+    }
+    away = mounts.unmounted(tmp_path)
+    assert mounts.mount_of(paths[1], away, os.path.realpath) == str(tmp_path / "usb")
+    assert mounts.mount_of(str(lib / "c.jpg"), away, os.path.realpath) is None
+    mounts.record_mounts(tmp_path, paths, [lib], forget_missing=True)
+    assert mounts.read_mounts(tmp_path) == [str(tmp_path)]
+    for bad in ("{", '{"mounts": "abc"}', '{"mounts": [1]}'):
+        (tmp_path / mounts.MOUNTS_FILE).write_text(bad)
+        with pytest.raises(DatabaseError, match="move it away"):
+            mounts.read_mounts(tmp_path)
 
 
 @pytest.mark.parametrize("gone", ["deleted", "moved"])

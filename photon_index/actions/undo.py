@@ -20,6 +20,7 @@ from photon_index.actions.journal import Batch, Entry, Journal
 from photon_index.actions.recover import restore_rows
 from photon_index.actions.trash import FREEDESKTOP, Trashed, locate, restore
 from photon_index.errors import UsageError
+from photon_index.store.mounts import mount_of, unmounted
 from photon_index.store.table import ImageTable
 
 
@@ -47,8 +48,10 @@ def undo_last(journal: Journal, table: ImageTable) -> UndoReport:
     failed: list[tuple[str, str]] = []
     back: list[Entry] = []
     retry = False
+    away = unmounted(journal.folder.parent)
     for entry in reversed([e for e in batch.entries if e.status == "done"]):
         try:
+            _on_a_mounted_drive(entry.source, away)
             origin = _put_back(batch, entry)
         except OSError as e:
             failed.append((entry.source, f"{e.strerror or e}: fix that and undo again"))
@@ -75,6 +78,17 @@ class _NotBack(Exception):
     def __init__(self, why: str, *, retry: bool = False) -> None:
         super().__init__(why)
         self.retry = retry
+
+
+def _on_a_mounted_drive(source: str, away: list[str]) -> None:
+    """Put back into a share that is not mounted, a file would go into its bare mount
+    point and be hidden when the share is back; one trashed to the share's own trash
+    is out of reach meanwhile."""
+    mount = mount_of(source, away, os.path.realpath) if away else None
+    if mount is not None:
+        raise _NotBack(
+            f"its place is on {mount}, which is not mounted: mount it and undo again", retry=True
+        )
 
 
 def _put_back(batch: Batch, entry: Entry) -> str:

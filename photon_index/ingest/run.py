@@ -7,6 +7,7 @@ they grow (progress.py)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from collections import Counter
@@ -29,6 +30,7 @@ from photon_index.ingest.writer import Writer
 from photon_index.models import ModelFiles
 from photon_index.sources import list_objects, prefix_exists, source_hash, vanished
 from photon_index.store.location import Storage, is_remote
+from photon_index.store.mounts import mount_of
 from photon_index.store.roots import as_recorded
 from photon_index.store.table import ImageTable
 
@@ -337,11 +339,14 @@ class Ingest:
         self.report.removed = len({file_of(p) for p in gone})  # files, as indexed counts
 
     def _unless_unmounted(self, gone: list[str]) -> list[str]:
-        """The rows of gone, less those under a drive or share mounted in the library
-        that is not mounted now (store/mounts.py), with a warning for each."""
+        """The rows of gone, less those on a drive or share that holds indexed pictures
+        and is not mounted now (store/mounts.py), with a warning for each."""
+        if not self.unmounted:
+            return gone
+        real = functools.lru_cache(maxsize=None)(os.path.realpath)
         kept: dict[str, set[str]] = {}
         for path in gone:
-            mount = next((m for m in self.unmounted if _under(file_of(path), m)), None)
+            mount = None if is_remote(path) else mount_of(file_of(path), self.unmounted, real)
             if mount is not None:
                 kept.setdefault(mount, set()).add(path)
         for mount, paths in sorted(kept.items()):
