@@ -6,9 +6,9 @@ and fsynced; once it has gone, a `done` line says where it now lies (a trashed f
 place is only known afterwards). `end` says the table is in step with the files,
 `returned` that `photon dedupe --undo` has put one file back, and `undone` that it is
 done with the batch (a file it could not put back for a reason that may pass, a drive
-not mounted or a full disk, keeps the batch open for the next --undo). A batch without `end` was
-interrupted (kill -9, power loss): the next action finishes or rolls it back first
-(photon_index.actions.recover). The rows are stored whole, embedding included, so an
+not mounted or a full disk, keeps the batch open for the next --undo). A batch without
+`end` was interrupted (kill -9, power loss): the next action finishes or rolls it back
+first (photon_index.actions.recover). The rows are stored whole, embedding included, so an
 undo puts them back without re-indexing.
 
 JSON lines, appended only: a kill can tear at most the last line, which is ignored.
