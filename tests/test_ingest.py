@@ -443,3 +443,10 @@ def test_undo_waits_for_the_share_the_copies_came_from(
     result = run_photon("dedupe", "--db", db, "--undo")
     assert "4 put back, 0 not" in result.stdout
     assert len(list((lib / "nas").iterdir())) == 8 and len(stored(db)) == 8
+
+
+def test_a_kept_folder_is_named_on_one_line():
+    from photon_index.ingest.run import _kept
+
+    warning = _kept(Path("/mnt/a\nwarning: forged\u202e"), 3, "is not mounted")
+    assert "\n" not in warning and "\\n" in warning and "\\u202e" in warning

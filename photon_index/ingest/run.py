@@ -28,6 +28,7 @@ from photon_index.ingest.planner import Outcome, Planner
 from photon_index.ingest.progress import Failure, ProgressFile
 from photon_index.ingest.writer import Writer
 from photon_index.models import ModelFiles
+from photon_index.query.search import printable
 from photon_index.sources import list_objects, prefix_exists, source_hash, vanished
 from photon_index.store.location import Storage, is_remote
 from photon_index.store.mounts import mount_of
@@ -410,7 +411,8 @@ def _needs(extra: Extra, count: int) -> str:
 
 def _kept(root: Root, rows: int, why: str) -> str:
     return (
-        f"{display(root)} {why}: its {rows} indexed pictures are kept (an unmounted drive?); "
+        f"{printable(str(root))} {why}: its {rows} indexed pictures are kept "
+        "(an unmounted drive?); "
         "to remove them from the index, run again with --forget-missing"
     )
 
