@@ -37,7 +37,7 @@ from photon_index.store.location import Database, Remote, Storage, database, loc
 from photon_index.store.lock import write_lock
 from photon_index.store.malloc import cap_arenas
 from photon_index.store.mounts import record_mounts, unmounted
-from photon_index.store.roots import add_roots, as_recorded
+from photon_index.store.roots import add_roots, as_recorded, read_roots
 from photon_index.store.schema import RECORD_COLUMNS, ImageRecord, record_from_row
 from photon_index.store.table import ImageTable
 from photon_index.thumbnails import DEFAULT_SIZE
@@ -126,6 +126,7 @@ class Index:
         status() in other processes to read."""
         from photon_index.embed.encoder import preferred_device
         from photon_index.ingest import Interrupted, ProgressFile, check_roots
+        from photon_index.ingest.run import moved_roots
 
         kind = _engine(engine, thumbnails)
         cap_arenas()  # before Lance's threads start allocating
@@ -175,6 +176,7 @@ class Index:
             published.end("finished")
             # For dedupe's --move-to check (store/roots.py), which moves local files only.
             local = [r for r in present if isinstance(r, Path)]
+            report.warnings += moved_roots(table, read_roots(self.db_path), present)
             add_roots(self.db_path, local)
             record_mounts(self.db_path, table.paths(), local, forget_missing=forget_missing)
         report.warnings[:0] = warnings

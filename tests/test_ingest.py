@@ -450,3 +450,19 @@ def test_a_kept_folder_is_named_on_one_line():
 
     warning = _kept(Path("/mnt/a\nwarning: forged\u202e"), 3, "is not mounted")
     assert "\n" not in warning and "\\n" in warning and "\\u202e" in warning
+
+
+def test_a_moved_library_says_how_to_forget_its_old_paths(tmp_path: Path):
+    old, new = tmp_path / "my photos", tmp_path / "moved"
+    files = [p for p, _ in write_pictures(old / "2023", 6, seed=18)]
+    elsewhere = [p for p, _ in write_pictures(tmp_path / "other", 3, seed=19)]
+    db = tmp_path / "db"
+    run_photon("index", old, "--db", db, "--model", TINY)
+    run_photon("index", tmp_path / "other", "--db", db, "--model", TINY)
+    old.rename(new)
+    result = run_photon("index", new, "--db", db, "--model", TINY)
+    assert f"{old} is gone and its pictures are indexed elsewhere now" in result.stderr
+    assert f"`photon index '{old}' --forget-missing`" in result.stderr
+    assert "other" not in result.stderr
+    run_photon("index", old, "--db", db, "--model", TINY, "--forget-missing")
+    assert_true_to_disk(db, [new / "2023" / p.name for p in files] + elsewhere)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import shlex
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -103,6 +104,29 @@ def check_roots(
     if forget_missing:
         return present + missing, []
     return present, [_kept(r, indexed[r], "is missing") for r in missing]
+
+
+def moved_roots(table: ImageTable, recorded: Sequence[Path], roots: Sequence[Root]) -> list[str]:
+    """A warning for each folder indexed before, not named now, that is gone while every
+    picture under it is indexed under another path: the library was moved, and its old
+    paths would show in search until forgotten."""
+    named = {str(r) for r in roots}
+    gone = [r for r in recorded if str(r) not in named and not os.path.lexists(r)]
+    if not gone:
+        return []
+    rows = table.columns(["path", "content_hash"]).to_pydict()
+    pairs = list(zip(rows["path"], rows["content_hash"], strict=True))
+    warnings = []
+    for root in gone:
+        under = {h for p, h in pairs if _under(file_of(p), str(root))}
+        elsewhere = {h for p, h in pairs if not _under(file_of(p), str(root))}
+        if under and under <= elsewhere:
+            name = printable(str(root))
+            warnings.append(
+                f"{name} is gone and its pictures are indexed elsewhere now (moved?): "
+                f"`photon index {shlex.quote(name)} --forget-missing` removes its old paths"
+            )
+    return warnings
 
 
 class Ingest:
