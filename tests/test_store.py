@@ -304,3 +304,17 @@ def test_a_table_deleted_or_moved_meanwhile_is_not_written_again(tmp_path: Path,
     with pytest.raises(DatabaseError, match="deleted or moved"):
         table.delete_paths(["/a.jpg"])
     assert not (tmp_path / "db").exists()
+
+
+def test_a_reader_waits_for_a_table_being_created(tmp_path: Path):
+    import threading
+
+    (tmp_path / "db" / "images.lance").mkdir(parents=True)  # created, not yet committed
+    creating = threading.Timer(
+        0.3, lambda: ImageTable.create(tmp_path / "db", dim=8, model="m", model_ref="m")
+    )
+    creating.start()
+    try:
+        assert ImageTable.open(tmp_path / "db") is not None
+    finally:
+        creating.join()

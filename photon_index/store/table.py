@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import math
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -82,10 +83,16 @@ class ImageTable:
         uri = table_uri(db)
         if not _exists(db, uri):
             return None
-        try:
-            dataset = lance.dataset(uri, storage_options=storage_options(db))
-        except _ENGINE_ERRORS as e:
-            raise DatabaseError(_damaged(db, e)) from e
+        # A table being created has its folder a moment before its first version: a
+        # reader then waits that moment rather than call it damaged.
+        for wait in (0.05, 0.1, 0.2, 0.4, 0.8, None):
+            try:
+                dataset = lance.dataset(uri, storage_options=storage_options(db))
+                break
+            except _ENGINE_ERRORS as e:
+                if wait is None or isinstance(db, Remote) or _has_versions(uri):
+                    raise DatabaseError(_damaged(db, e)) from e
+                time.sleep(wait)
         if MODEL_KEY not in (dataset.schema.metadata or {}):
             raise DatabaseError(
                 f"{uri} is not a photon index (it records no model): use --db for another folder"
@@ -500,6 +507,10 @@ def table_uri(db: Database, name: str = TABLE_NAME) -> str:
 
 def storage_options(db: Database) -> dict[str, str] | None:
     return db.storage.lance_options() if isinstance(db, Remote) else None
+
+
+def _has_versions(uri: str) -> bool:
+    return any(Path(uri, "_versions").glob("*.manifest"))
 
 
 def _exists(db: Database, uri: str) -> bool:
