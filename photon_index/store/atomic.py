@@ -44,3 +44,17 @@ def write_json_record(path: Path, value: object) -> None:
             f"cannot write {path}: {e.strerror or e}; "
             "free some space or make the database folder writable"
         ) from e
+
+
+def read_json_strings(path: Path, key: str, advice: str) -> list[str]:
+    """The list of strings under key in a database folder's small JSON file; none when
+    there is no file. One that cannot be read is a DatabaseError ending with advice."""
+    try:
+        values = json.loads(path.read_text("utf-8"))[key]
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise ValueError(f"{key} is not a list of strings")
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DatabaseError(f"cannot read {path} ({e}): {advice}") from e
+    return values

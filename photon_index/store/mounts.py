@@ -17,15 +17,13 @@ unmounted, which the missing-root rule covers.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from photon_index.errors import DatabaseError
 from photon_index.files import file_of
-from photon_index.store.atomic import write_json_record
+from photon_index.store.atomic import read_json_strings, write_json_record
 from photon_index.store.location import is_remote
 
 MOUNTS_FILE = "mounts.json"
@@ -48,19 +46,8 @@ def mount_points() -> set[str] | None:
 
 
 def read_mounts(db_path: Path) -> list[str]:
-    path = db_path / MOUNTS_FILE
-    try:
-        mounts = json.loads(path.read_text("utf-8"))["mounts"]
-        if not isinstance(mounts, list) or not all(isinstance(m, str) for m in mounts):
-            raise ValueError("mounts is not a list of folders")
-    except FileNotFoundError:
-        return []
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DatabaseError(
-            f"cannot read {path} ({e}): move it away, then run `photon index` with your "
-            "drives mounted to record them again"
-        ) from e
-    return mounts
+    advice = "move it away, then run `photon index` with your drives mounted to record them"
+    return read_json_strings(db_path / MOUNTS_FILE, "mounts", advice)
 
 
 def unmounted(db_path: Path) -> list[str]:

@@ -9,32 +9,19 @@ file here; its roots are added by its next index run.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from photon_index.errors import DatabaseError
-from photon_index.store.atomic import write_json_record
+from photon_index.store.atomic import read_json_strings, write_json_record
 
 ROOTS_FILE = "roots.json"
 
 
 def read_roots(db_path: Path) -> list[Path]:
     """The recorded roots, absolute; none for a database that recorded none."""
-    path = db_path / ROOTS_FILE
-    try:
-        roots = json.loads(path.read_text("utf-8"))["roots"]
-        if not all(isinstance(r, str) for r in roots):
-            raise ValueError("a root that is not a string")
-    except FileNotFoundError:
-        return []
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DatabaseError(
-            f"cannot read {path} ({e}): move it away, then run `photon index` on your "
-            "folders to record them again"
-        ) from e
-    return [Path(r) for r in roots]
+    advice = "move it away, then run `photon index` on your folders to record them again"
+    return [Path(r) for r in read_json_strings(db_path / ROOTS_FILE, "roots", advice)]
 
 
 def add_roots(db_path: Path, roots: Iterable[Path]) -> None:
